@@ -1,0 +1,204 @@
+//! Acknowledgement: positions move only past what every output has settled.
+//!
+//! The tailer opens a *source* for each generation of a file it reads (a truncation starts a
+//! new generation), and registers every chunk it sends; outputs settle chunks by their
+//! [`Ticket`]. When a file's settled prefix grows, the positions [`Table`] is updated, and only
+//! the table is ever written to disk.
+
+mod ledger;
+
+pub use ledger::{AckedOffset, Ledger};
+
+use crate::positions::{FileId, Fingerprint, Table};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+/// One generation of one file being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceKey(u64);
+
+/// The receipt for a chunk: whoever delivers it settles it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    source: SourceKey,
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct Source {
+    id: FileId,
+    ledger: Ledger,
+    /// The tailer is done with it; it goes once its last chunk settles.
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    sources: HashMap<SourceKey, Source>,
+    next_key: u64,
+    table: Table,
+}
+
+/// Shared by the tailer (which dispatches chunks) and the outputs (which settle them).
+#[derive(Debug)]
+pub struct Acknowledger {
+    inner: Mutex<Inner>,
+    outputs: u32,
+}
+
+impl Acknowledger {
+    /// Tracks chunks for `outputs` outputs, each of which settles every chunk once.
+    pub fn new(table: Table, outputs: u32) -> Acknowledger {
+        Acknowledger {
+            inner: Mutex::new(Inner { sources: HashMap::new(), next_key: 0, table }),
+            outputs,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not stop positions from being saved.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Where to start reading a newly found file: its recorded position if the record is for
+    /// this very file (`matches` checks the record's fingerprint against the file), else 0.
+    pub fn resume_offset(
+        &self,
+        path: &Path,
+        id: FileId,
+        size: u64,
+        matches: impl FnOnce(&Fingerprint) -> bool,
+    ) -> AckedOffset {
+        self.lock().table.resume_offset(path, id, size, matches)
+    }
+
+    /// Starts a source for a file generation whose bytes before `start` are settled.
+    pub fn open(&self, path: &Path, id: FileId, fingerprint: Fingerprint, start: AckedOffset) -> SourceKey {
+        let mut inner = self.lock();
+        let key = SourceKey(inner.next_key);
+        inner.next_key += 1;
+        inner.table.claim(id, path, fingerprint, start);
+        inner.sources.insert(key, Source { id, ledger: Ledger::new(start), closed: false });
+        key
+    }
+
+    /// Registers a chunk of `source` ending at file offset `end`.
+    pub fn dispatch(&self, source: SourceKey, end: u64) -> Ticket {
+        let mut inner = self.lock();
+        let outputs = self.outputs;
+        let Inner { sources, table, .. } = &mut *inner;
+        let seq = match sources.get_mut(&source) {
+            Some(s) => {
+                let seq = s.ledger.dispatch(end, outputs);
+                if outputs == 0 {
+                    table.advance(s.id, s.ledger.acked());
+                }
+                seq
+            }
+            None => 0,
+        };
+        Ticket { source, seq }
+    }
+
+    /// One output is done with a chunk (delivered it, or dropped it for good).
+    pub fn settle(&self, ticket: Ticket) {
+        let mut inner = self.lock();
+        let Inner { sources, table, .. } = &mut *inner;
+        let Some(source) = sources.get_mut(&ticket.source) else {
+            return; // a generation that was forgotten (the file was truncated)
+        };
+        if source.ledger.settle(ticket.seq) {
+            table.advance(source.id, source.ledger.acked());
+        }
+        if source.closed && source.ledger.in_flight() == 0 {
+            sources.remove(&ticket.source);
+        }
+    }
+
+    /// The file's fingerprint grew (it was shorter than a full fingerprint before).
+    pub fn refingerprint(&self, source: SourceKey, fingerprint: Fingerprint) {
+        let mut inner = self.lock();
+        if let Some(id) = inner.sources.get(&source).map(|s| s.id) {
+            inner.table.set_fingerprint(id, fingerprint);
+        }
+    }
+
+    /// The tailer closed the file; the source goes when its chunks are settled, and the
+    /// file's position is kept for a while in case it comes back.
+    pub fn close(&self, source: SourceKey, now: Instant) {
+        let mut inner = self.lock();
+        let Some(s) = inner.sources.get_mut(&source) else { return };
+        s.closed = true;
+        let id = s.id;
+        if s.ledger.in_flight() == 0 {
+            inner.sources.remove(&source);
+        }
+        inner.table.release(id, now);
+    }
+
+    /// Drops a generation whose chunks no longer count (the file was truncated under it).
+    pub fn forget(&self, source: SourceKey) {
+        self.lock().sources.remove(&source);
+    }
+
+    /// Chunks still waiting for an output, over all files.
+    pub fn in_flight(&self) -> usize {
+        self.lock().sources.values().map(|s| s.ledger.in_flight()).sum()
+    }
+
+    /// Runs `f` on the positions table (to snapshot or prune it).
+    pub fn with_table<T>(&self, f: impl FnOnce(&mut Table) -> T) -> T {
+        f(&mut self.lock().table)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp() -> Fingerprint {
+        Fingerprint::of(b"hello")
+    }
+
+    #[test]
+    fn positions_follow_settles_not_dispatches() {
+        let acks = Acknowledger::new(Table::default(), 1);
+        let id = FileId { device: 1, inode: 2 };
+        let key = acks.open(Path::new("/x"), id, fp(), AckedOffset::START);
+        let a = acks.dispatch(key, 10);
+        let b = acks.dispatch(key, 20);
+        assert_eq!(acks.with_table(|t| t.offset(id)), Some(0));
+        acks.settle(b);
+        assert_eq!(acks.with_table(|t| t.offset(id)), Some(0));
+        acks.settle(a);
+        assert_eq!(acks.with_table(|t| t.offset(id)), Some(20));
+        assert_eq!(acks.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_forgotten_generation_cannot_move_the_position() {
+        let acks = Acknowledger::new(Table::default(), 1);
+        let id = FileId { device: 1, inode: 2 };
+        let old = acks.open(Path::new("/x"), id, fp(), AckedOffset::START);
+        let t = acks.dispatch(old, 500);
+        acks.forget(old);
+        let _new = acks.open(Path::new("/x"), id, fp(), AckedOffset::START);
+        acks.settle(t);
+        assert_eq!(acks.with_table(|t| t.offset(id)), Some(0));
+    }
+
+    #[test]
+    fn closed_sources_still_settle_their_last_chunks() {
+        let acks = Acknowledger::new(Table::default(), 2);
+        let id = FileId { device: 1, inode: 3 };
+        let key = acks.open(Path::new("/y"), id, fp(), AckedOffset::START);
+        let t = acks.dispatch(key, 42);
+        acks.close(key, Instant::now());
+        acks.settle(t);
+        acks.settle(t);
+        assert_eq!(acks.with_table(|t| t.offset(id)), Some(42));
+        assert_eq!(acks.in_flight(), 0);
+    }
+}

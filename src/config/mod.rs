@@ -1,0 +1,201 @@
+//! The configuration file: Promtail's YAML, read unchanged.
+//!
+//! Every key Promtail documents for the sections logferry runs is known here. Keys Promtail has
+//! that logferry does not run yet fail with "not supported yet", keys that mean nothing for
+//! logferry (gRPC settings, for one) are accepted and ignored, and anything else is an unknown
+//! key. Errors name the file, line, column and key path.
+
+mod env;
+mod model;
+mod units;
+
+pub use env::expand_env;
+pub use model::*;
+pub use units::{ByteSize, GoDuration};
+
+use std::path::{Path, PathBuf};
+
+/// A configuration that could not be loaded, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read config: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not fit: `file:line:column: key.path: problem`.
+    #[error("{file}:{line}:{column}: {key}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+    /// The YAML fits but a value is wrong in context (e.g. two jobs with one name).
+    #[error("{file}: {key}: {message}")]
+    Semantic {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks a config file, expanding `${VAR}` references first when `expand_env`.
+    pub fn load(path: &Path, expand_env: bool) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let text = if expand_env {
+            env::expand_env(&text, |name| std::env::var(name).ok())
+        } else {
+            text
+        };
+        Config::parse(&text, &file)
+    }
+
+    /// Parses and checks config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        // An empty file is an empty mapping, as for Promtail.
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let key = err.path().to_string();
+            let inner = err.into_inner();
+            let (line, column) = inner
+                .location()
+                .map(|l| refine_location(text, l.line(), l.column(), &key))
+                .unwrap_or((0, 0));
+            let message = inner.to_string();
+            let mut message = match message.rfind(" at line ") {
+                Some(pos) => message[..pos].to_string(),
+                None => message,
+            };
+            // The YAML library prefixes its own (shorter) path; ours is given separately.
+            if let Some((prefix, rest)) = message.split_once(": ")
+                && !prefix.contains(' ')
+                && key.starts_with(prefix)
+            {
+                message = rest.to_string();
+            }
+            ConfigError::Invalid {
+                file: origin.to_string(),
+                line,
+                column,
+                key: if key == "." { "(top level)".into() } else { key },
+                message,
+            }
+        })?;
+        if let Some(client) = config.client.take() {
+            config.clients.insert(0, client);
+        }
+        config.check(origin)?;
+        Ok(config)
+    }
+
+    fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        let semantic = |key: String, message: String| ConfigError::Semantic {
+            file: origin.to_string(),
+            key,
+            message,
+        };
+        let mut names = std::collections::HashSet::new();
+        for (i, job) in self.scrape_configs.iter().enumerate() {
+            if job.job_name.is_empty() {
+                return Err(semantic(format!("scrape_configs[{i}].job_name"), "must not be empty".into()));
+            }
+            if !names.insert(job.job_name.as_str()) {
+                return Err(semantic(
+                    format!("scrape_configs[{i}].job_name"),
+                    format!("found multiple scrape configs with job name {:?}", job.job_name),
+                ));
+            }
+        }
+        if self.positions.filename.as_os_str().is_empty() {
+            return Err(semantic("positions.filename".into(), "must not be empty".into()));
+        }
+        for (i, client) in self.clients.iter().enumerate() {
+            if client.url.is_empty() {
+                return Err(semantic(format!("clients[{i}].url"), "must be set".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration used when no `-config.file` is given: tail `/var/log/*log`, keep
+    /// positions in `state_dir`, print entries to standard output.
+    pub fn builtin_default(state_dir: &Path) -> Config {
+        let mut config = Config::parse(BUILTIN_DEFAULT, "(built-in default config)")
+            .unwrap_or_else(|err| unreachable!("the built-in config is valid: {err}"));
+        config.positions.filename = state_dir.join("positions.yaml");
+        config
+    }
+
+    /// The effective configuration as YAML, secrets replaced by `<secret>`.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).unwrap_or_else(|err| format!("# cannot print config: {err}\n"))
+    }
+}
+
+/// The YAML library reports some errors at the start of the enclosing mapping; point at the
+/// offending key itself when it can be found from there on.
+fn refine_location(text: &str, line: usize, column: usize, key: &str) -> (usize, usize) {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let last = last.split('[').next().unwrap_or(last);
+    if last.is_empty() {
+        return (line, column);
+    }
+    let wanted = format!("{last}:");
+    for (i, text_line) in text.lines().enumerate().skip(line.saturating_sub(1)) {
+        let trimmed = text_line.trim_start();
+        let body = trimmed.strip_prefix("- ").unwrap_or(trimmed);
+        if body.starts_with(&wanted) {
+            return (i + 1, text_line.len() - body.len() + 1);
+        }
+    }
+    (line, column)
+}
+
+/// The built-in default configuration (see [`Config::builtin_default`]).
+pub const BUILTIN_DEFAULT: &str = include_str!("../../config/default.yaml");
+
+/// Where logferry keeps state when the config does not say: systemd's `$STATE_DIRECTORY`, then
+/// `/var/lib/logferry` when it can be written, then the user's state directory, then `/tmp`.
+pub fn default_state_dir() -> PathBuf {
+    let writable = |dir: &Path| std::fs::create_dir_all(dir).is_ok() && is_writable_dir(dir);
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").map(PathBuf::from)
+        && writable(&dir)
+    {
+        return dir;
+    }
+    let system = PathBuf::from("/var/lib/logferry");
+    if writable(&system) {
+        return system;
+    }
+    let user = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .map(|d| d.join("logferry"));
+    if let Some(dir) = user
+        && writable(&dir)
+    {
+        return dir;
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("logferry-{uid}"))
+}
+
+fn is_writable_dir(dir: &Path) -> bool {
+    let probe = dir.join(format!(".logferry-probe-{}", std::process::id()));
+    let ok = std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+//! Discovery: which files the scrape jobs' globs match, now and as directories change.
+//!
+//! [`Targets`] compiles each static config's `__path__` and `__path_exclude__` into glob
+//! patterns and answers two questions: which files match right now ([`Targets::scan`]), and
+//! which directories must be watched so that a new match is noticed at once
+//! ([`Targets::watch_roots`]). The [`watch`] module turns those into one inotify watcher.
+
+pub mod watch;
+
+use crate::config::{Config, PATH_EXCLUDE_LABEL, PATH_LABEL};
+use crate::labels::LabelSet;
+use glob::{MatchOptions, Pattern};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+/// `*` does not cross `/`, and dotfiles match like any other file, as in Promtail.
+const MATCH: MatchOptions = MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+
+/// Checks a `__path__` value: a shell glob, `**` for any depth, `{a,b}` alternatives.
+pub fn check_glob(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("empty".into());
+    }
+    for pattern in expand_braces(value)? {
+        Pattern::new(&pattern).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Expands `{a,b}` alternatives (which the glob crate does not know) into several patterns.
+fn expand_braces(pattern: &str) -> Result<Vec<String>, String> {
+    let Some(open) = pattern.find('{') else {
+        return Ok(vec![pattern.to_string()]);
+    };
+    let mut depth = 0;
+    let mut close = None;
+    let mut commas = vec![];
+    for (i, c) in pattern[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(open + i);
+                    break;
+                }
+            }
+            ',' if depth == 1 => commas.push(open + i),
+            _ => {}
+        }
+    }
+    let close = close.ok_or_else(|| "unclosed '{'".to_string())?;
+    let (head, tail) = (&pattern[..open], &pattern[close + 1..]);
+    let mut bounds = vec![open];
+    bounds.extend(&commas);
+    bounds.push(close);
+    let mut out = vec![];
+    for pair in bounds.windows(2) {
+        let alternative = &pattern[pair[0] + 1..pair[1]];
+        out.extend(expand_braces(&format!("{head}{alternative}{tail}"))?);
+    }
+    Ok(out)
+}
+
+/// One static config of one job: the files it covers and the labels they get.
+#[derive(Debug)]
+pub struct Target {
+    pub job: String,
+    include: Vec<Pattern>,
+    exclude: Vec<Pattern>,
+    labels: BTreeMap<String, String>,
+}
+
+impl Target {
+    /// Whether `path` is one of this target's files (by name; the file may not exist).
+    pub fn matches(&self, path: &Path) -> bool {
+        self.include.iter().any(|p| p.matches_path_with(path, MATCH))
+            && !self.exclude.iter().any(|p| p.matches_path_with(path, MATCH))
+    }
+
+    /// The labels of the stream read from `path`: the target's labels and `filename`.
+    pub fn labels_for(&self, path: &Path) -> Arc<LabelSet> {
+        let filename = path.to_string_lossy().into_owned();
+        Arc::new(LabelSet::new(
+            self.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .chain([("filename".to_string(), filename)]),
+        ))
+    }
+}
+
+/// A directory to watch, recursively or not.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WatchRoot {
+    pub dir: PathBuf,
+    pub recursive: bool,
+}
+
+/// All targets of all jobs.
+#[derive(Debug, Default)]
+pub struct Targets {
+    targets: Vec<Target>,
+}
+
+impl Targets {
+    /// The file targets of a config: each static config with a `__path__`.
+    pub fn from_config(config: &Config) -> Targets {
+        let mut targets = vec![];
+        for job in &config.scrape_configs {
+            for sc in &job.static_configs {
+                let labels = &sc.labels.0;
+                let Some(path) = labels.get(PATH_LABEL) else {
+                    tracing::warn!(job = %job.job_name, "static config without __path__ reads no file");
+                    continue;
+                };
+                let compile = |value: Option<&String>| -> Vec<Pattern> {
+                    value
+                        .and_then(|v| expand_braces(v).ok())
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|p| Pattern::new(p).ok())
+                        .collect()
+                };
+                // Only `labels:` become labels; Promtail does not add `job` from `job_name`.
+                let mut all = labels.clone();
+                all.retain(|name, _| !name.starts_with("__"));
+                targets.push(Target {
+                    job: job.job_name.clone(),
+                    include: compile(Some(path)),
+                    exclude: compile(labels.get(PATH_EXCLUDE_LABEL)),
+                    labels: all,
+                });
+            }
+        }
+        Targets { targets }
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Target> {
+        self.targets.get(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// The first target `path` belongs to. A file matched by several targets is read once,
+    /// for the first (in config order).
+    pub fn find(&self, path: &Path) -> Option<usize> {
+        self.targets.iter().position(|t| t.matches(path))
+    }
+
+    /// Every regular file the globs match now, with its target, each path once.
+    pub fn scan(&self) -> Vec<(PathBuf, usize)> {
+        let mut seen = HashSet::new();
+        let mut found = vec![];
+        for (index, target) in self.targets.iter().enumerate() {
+            for pattern in &target.include {
+                let Ok(paths) = glob::glob_with(pattern.as_str(), MATCH) else { continue };
+                for path in paths.flatten() {
+                    if target.exclude.iter().any(|p| p.matches_path_with(&path, MATCH)) {
+                        continue;
+                    }
+                    // Directories and devices are skipped; a symlink counts as what it points to.
+                    if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                        continue;
+                    }
+                    if seen.insert(path.clone()) {
+                        found.push((path, index));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// The directories whose changes can make a new match: for each glob, the directory
+    /// before its first wildcard (recursively when the wildcard is not in the last part); a
+    /// directory that does not exist yet is watched through its nearest existing parent.
+    pub fn watch_roots(&self) -> Vec<WatchRoot> {
+        let mut roots: Vec<WatchRoot> = self
+            .targets
+            .iter()
+            .flat_map(|t| t.include.iter())
+            .map(|p| watch_root(Path::new(p.as_str())))
+            .collect();
+        roots.sort();
+        roots.dedup();
+        roots
+    }
+}
+
+fn watch_root(pattern: &Path) -> WatchRoot {
+    let components: Vec<Component> = pattern.components().collect();
+    let wild = components
+        .iter()
+        .position(|c| c.as_os_str().to_string_lossy().contains(['*', '?', '[']));
+    let (static_len, recursive) = match wild {
+        Some(i) => (i, i + 1 < components.len()),
+        None => (components.len().saturating_sub(1), false),
+    };
+    let mut dir: PathBuf = components[..static_len].iter().collect();
+    if dir.as_os_str().is_empty() {
+        dir = PathBuf::from(".");
+    }
+    if dir.is_dir() {
+        return WatchRoot { dir, recursive };
+    }
+    // Not there yet: watch the nearest parent that is, and look again when it gains a directory.
+    let mut parent = dir.as_path();
+    while let Some(p) = parent.parent() {
+        if p.as_os_str().is_empty() {
+            break;
+        }
+        if p.is_dir() {
+            return WatchRoot { dir: p.to_path_buf(), recursive: false };
+        }
+        parent = p;
+    }
+    WatchRoot { dir: PathBuf::from("/"), recursive: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(yaml: &str) -> Targets {
+        Targets::from_config(&Config::parse(yaml, "test").unwrap())
+    }
+
+    #[test]
+    fn braces_expand() {
+        assert_eq!(
+            expand_braces("/a/{x,y}/*.{log,txt}").unwrap(),
+            vec!["/a/x/*.log", "/a/x/*.txt", "/a/y/*.log", "/a/y/*.txt"]
+        );
+        assert!(check_glob("/a/{x").is_err());
+        assert!(check_glob("/a/[").is_err());
+        assert!(check_glob("/var/log/**/*.log").is_ok());
+    }
+
+    #[test]
+    fn scan_matches_includes_minus_excludes_and_skips_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("sub/deeper")).unwrap();
+        std::fs::create_dir(d.join("dir.log")).unwrap();
+        for f in ["a.log", "b.log", "old.log.gz", "sub/c.log", "sub/deeper/d.log", ".hidden.log"] {
+            std::fs::write(d.join(f), "x\n").unwrap();
+        }
+        let t = targets(&format!(
+            "scrape_configs:\n- job_name: j\n  static_configs:\n  - labels: {{__path__: '{0}/**/*.log*', __path_exclude__: '{0}/*.gz'}}\n",
+            d.display()
+        ));
+        let mut found: Vec<String> = t
+            .scan()
+            .into_iter()
+            .map(|(p, _)| p.strip_prefix(d).unwrap().display().to_string())
+            .collect();
+        found.sort();
+        assert_eq!(found, vec![".hidden.log", "a.log", "b.log", "sub/c.log", "sub/deeper/d.log"]);
+    }
+
+    #[test]
+    fn star_does_not_cross_directories() {
+        let t = targets("scrape_configs:\n- job_name: j\n  static_configs:\n  - labels: {__path__: /var/log/*log}\n");
+        assert_eq!(t.find(Path::new("/var/log/syslog")), Some(0));
+        assert_eq!(t.find(Path::new("/var/log/nginx/access.log")), None);
+    }
+
+    #[test]
+    fn labels_drop_internal_names_and_add_filename() {
+        let t = targets("scrape_configs:\n- job_name: sys\n  static_configs:\n  - labels: {__path__: /x/*.log, host: h}\n");
+        let labels = t.get(0).unwrap().labels_for(Path::new("/x/a.log"));
+        assert_eq!(labels.rendered(), r#"{filename="/x/a.log", host="h"}"#);
+    }
+
+    #[test]
+    fn watch_roots_stop_at_the_first_wildcard() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let root = |p: &str| watch_root(&d.join(p));
+        assert_eq!(root("*.log"), WatchRoot { dir: d.to_path_buf(), recursive: false });
+        assert_eq!(root("*/x/*.log"), WatchRoot { dir: d.to_path_buf(), recursive: true });
+        assert_eq!(root("**/*.log"), WatchRoot { dir: d.to_path_buf(), recursive: true });
+        assert_eq!(root("missing/later/*.log"), WatchRoot { dir: d.to_path_buf(), recursive: false });
+        assert_eq!(root("plain.log"), WatchRoot { dir: d.to_path_buf(), recursive: false });
+    }
+}

@@ -1,0 +1,85 @@
+//! What flows from the tailer to the outputs: chunks of lines.
+//!
+//! A [`Chunk`] is every complete line read from one file in one read. Its text is the read
+//! buffer itself (validated as UTF-8 once), and each [`Line`] is a span into it, so reading a
+//! line costs no allocation. Everything downstream works chunk by chunk.
+
+use crate::acknowledge::Ticket;
+use crate::labels::LabelSet;
+use std::sync::Arc;
+
+/// A point in time as nanoseconds since the Unix epoch (what Loki's push API carries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Timestamp {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
+    }
+
+    /// Formats in Go's `2006-01-02T15:04:05.999999999-0700` layout in local time, as
+    /// Promtail's dry-run does: the fraction loses its trailing zeros, and its dot when zero.
+    ///
+    /// ```
+    /// use logferry::entry::Timestamp;
+    /// // Two instants in UTC (`TZ=UTC` is assumed by this example).
+    /// # unsafe { std::env::set_var("TZ", "UTC") };
+    /// assert_eq!(Timestamp(1_700_000_000_120_000_000).to_go_layout(), "2023-11-14T22:13:20.12+0000");
+    /// assert_eq!(Timestamp(1_700_000_000_000_000_000).to_go_layout(), "2023-11-14T22:13:20+0000");
+    /// ```
+    pub fn to_go_layout(self) -> String {
+        use chrono::TimeZone;
+        let local = chrono::Local.timestamp_nanos(self.0);
+        let mut out = local.format("%Y-%m-%dT%H:%M:%S").to_string();
+        let nanos = self.0.rem_euclid(1_000_000_000);
+        if nanos != 0 {
+            let frac = format!(".{nanos:09}");
+            out.push_str(frac.trim_end_matches('0'));
+        }
+        out.push_str(&local.format("%z").to_string());
+        out
+    }
+}
+
+/// One line of a chunk: where its text is, when it was read, and the file offset just past its
+/// newline (what a position records once the line is acknowledged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    pub start: u32,
+    pub end: u32,
+    pub timestamp: Timestamp,
+    pub offset: u64,
+}
+
+/// Complete lines read from one file in one read, sharing the file's labels.
+#[derive(Debug)]
+pub struct Chunk {
+    /// Settled once every output has delivered (or deliberately dropped) the chunk.
+    pub ticket: Ticket,
+    pub labels: Arc<LabelSet>,
+    pub text: String,
+    pub lines: Vec<Line>,
+}
+
+impl Chunk {
+    /// The text of one line, without its newline (or `\r\n`).
+    pub fn line_text(&self, line: &Line) -> &str {
+        self.text
+            .get(line.start as usize..line.end as usize)
+            .unwrap_or_default()
+    }
+
+    /// Every line with its text.
+    pub fn iter(&self) -> impl Iterator<Item = (&Line, &str)> {
+        self.lines.iter().map(|l| (l, self.line_text(l)))
+    }
+
+    /// Bytes of line text in the chunk (what `batchsize` counts).
+    pub fn line_bytes(&self) -> usize {
+        self.lines.iter().map(|l| (l.end - l.start) as usize).sum()
+    }
+}

@@ -1,0 +1,16 @@
+//! logferry: a log shipper for Loki that reads Promtail configs unchanged.
+//!
+//! The modules follow the data: [`discover`] finds files, [`tail`] reads them into
+//! [`entry::Chunk`]s, [`ship`] delivers chunks, [`acknowledge`] records what was delivered, and
+//! [`positions`] remembers it on disk. [`agent`] wires them together; [`config`] reads the
+//! YAML.
+
+pub mod acknowledge;
+pub mod agent;
+pub mod config;
+pub mod discover;
+pub mod entry;
+pub mod labels;
+pub mod positions;
+pub mod ship;
+pub mod tail;

@@ -1,0 +1,72 @@
+//! The `logferry` command.
+
+mod cli;
+
+use clap::Parser;
+use cli::Cli;
+use logferry::agent::{self, RunOptions};
+use logferry::config::{self, Config};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(cli::normalize_args(std::env::args_os()));
+    if cli.version {
+        println!("logferry, version {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let config = match &cli.config_file {
+        Some(path) => Config::load(path, cli.expand_env),
+        None => Ok(Config::builtin_default(&config::default_state_dir())),
+    };
+    if cli.check_syntax {
+        return match config {
+            Ok(_) => {
+                println!("Valid config file! No syntax issues found");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("Invalid config file: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match config {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("logferry: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&cli, &config);
+    if cli.print_config_stderr {
+        eprint!("{}", config.to_yaml());
+    }
+    match agent::run(RunOptions { config, dry_run: cli.dry_run }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("logferry: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli, config: &Config) {
+    let level = cli
+        .log_level
+        .clone()
+        .or_else(|| config.server.log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOGFERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("logferry={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let json = cli.log_format.as_deref().or(config.server.log_format.as_deref()) == Some("json");
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}

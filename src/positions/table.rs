@@ -1,0 +1,179 @@
+//! The in-memory positions: one record per file, keyed by identity.
+
+use super::identity::{FileId, Fingerprint};
+use crate::acknowledge::AckedOffset;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub(super) struct Record {
+    pub path: PathBuf,
+    pub fingerprint: Fingerprint,
+    pub offset: AckedOffset,
+    /// When the file stopped being read (None while it is read).
+    pub released: Option<Instant>,
+}
+
+/// Every remembered position. Records of files no longer read are kept for a grace period
+/// (a file may reappear, or a restart may find it again), then pruned.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub(super) records: HashMap<FileId, Record>,
+    /// Positions imported from a Promtail positions file, by path: they have no identity, and
+    /// are used once, for the file found at that path.
+    pub(super) by_path: HashMap<PathBuf, (AckedOffset, Instant)>,
+    dirty: bool,
+}
+
+impl Table {
+    pub(super) fn from_parts(records: HashMap<FileId, Record>, by_path: HashMap<PathBuf, (AckedOffset, Instant)>) -> Table {
+        Table { records, by_path, dirty: false }
+    }
+
+    /// Where to resume a file found at `path`: see
+    /// [`Acknowledger::resume_offset`](crate::acknowledge::Acknowledger::resume_offset).
+    pub fn resume_offset(
+        &mut self,
+        path: &Path,
+        id: FileId,
+        size: u64,
+        matches: impl FnOnce(&Fingerprint) -> bool,
+    ) -> AckedOffset {
+        let recorded = match self.records.get(&id) {
+            Some(record) if matches(&record.fingerprint) => Some(record.offset),
+            Some(record) => {
+                tracing::info!(
+                    path = %path.display(),
+                    previous = %record.path.display(),
+                    "file reuses the inode of another file; reading it from the start"
+                );
+                None
+            }
+            None => self.by_path.remove(path).map(|(offset, _)| offset),
+        };
+        match recorded {
+            Some(offset) if offset.get() > size => {
+                tracing::warn!(
+                    path = %path.display(),
+                    position = offset.get(),
+                    size,
+                    "position is past the end of the file; reading it from the start"
+                );
+                AckedOffset::START
+            }
+            Some(offset) => offset,
+            None => AckedOffset::START,
+        }
+    }
+
+    /// The file `id` is now read from `start`.
+    pub fn claim(&mut self, id: FileId, path: &Path, fingerprint: Fingerprint, start: AckedOffset) {
+        self.records.insert(
+            id,
+            Record { path: path.to_path_buf(), fingerprint, offset: start, released: None },
+        );
+        self.dirty = true;
+    }
+
+    /// The file's settled prefix now ends at `offset`.
+    pub fn advance(&mut self, id: FileId, offset: AckedOffset) {
+        if let Some(record) = self.records.get_mut(&id)
+            && record.offset != offset
+        {
+            record.offset = offset;
+            self.dirty = true;
+        }
+    }
+
+    pub fn set_fingerprint(&mut self, id: FileId, fingerprint: Fingerprint) {
+        if let Some(record) = self.records.get_mut(&id) {
+            record.fingerprint = fingerprint;
+            self.dirty = true;
+        }
+    }
+
+    /// The file is no longer read; its record is pruned after the grace period.
+    pub fn release(&mut self, id: FileId, now: Instant) {
+        if let Some(record) = self.records.get_mut(&id) {
+            record.released = Some(now);
+        }
+    }
+
+    /// Removes records of files not read for longer than `grace`.
+    pub fn prune(&mut self, now: Instant, grace: Duration) -> usize {
+        let before = self.records.len() + self.by_path.len();
+        self.records.retain(|_, r| r.released.is_none_or(|t| now.duration_since(t) < grace));
+        self.by_path.retain(|_, (_, t)| now.duration_since(*t) < grace);
+        let pruned = before - self.records.len() - self.by_path.len();
+        if pruned > 0 {
+            self.dirty = true;
+        }
+        pruned
+    }
+
+    /// The recorded offset of a file, if any.
+    pub fn offset(&self, id: FileId) -> Option<u64> {
+        self.records.get(&id).map(|r| r.offset.get())
+    }
+
+    /// Number of remembered files.
+    pub fn len(&self) -> usize {
+        self.records.len() + self.by_path.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The file text to write if anything changed since the last call, marking it written.
+    pub fn take_changes(&mut self) -> Option<String> {
+        if !self.dirty {
+            return None;
+        }
+        self.dirty = false;
+        Some(super::file::render(self))
+    }
+
+    /// Marks the table changed again (after a failed write).
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: FileId = FileId { device: 8, inode: 99 };
+
+    #[test]
+    fn resumes_only_a_matching_file() {
+        let mut t = Table::default();
+        let fp = Fingerprint::of(b"abc");
+        t.claim(ID, Path::new("/a"), fp, AckedOffset::from_positions_file(50));
+        assert_eq!(t.resume_offset(Path::new("/a"), ID, 100, |f| *f == fp).get(), 50);
+        assert_eq!(t.resume_offset(Path::new("/a"), ID, 100, |_| false).get(), 0);
+        assert_eq!(t.resume_offset(Path::new("/a"), ID, 10, |_| true).get(), 0, "past the end");
+    }
+
+    #[test]
+    fn promtail_positions_are_used_once_by_path() {
+        let mut t = Table::default();
+        t.by_path.insert("/var/log/syslog".into(), (AckedOffset::from_positions_file(7), Instant::now()));
+        assert_eq!(t.resume_offset(Path::new("/var/log/syslog"), ID, 100, |_| true).get(), 7);
+        assert_eq!(t.resume_offset(Path::new("/var/log/syslog"), ID, 100, |_| true).get(), 0);
+    }
+
+    #[test]
+    fn released_records_are_pruned_after_the_grace_period() {
+        let mut t = Table::default();
+        let now = Instant::now();
+        t.claim(ID, Path::new("/a"), Fingerprint::of(b""), AckedOffset::START);
+        assert_eq!(t.prune(now + Duration::from_secs(7200), Duration::from_secs(3600)), 0);
+        t.release(ID, now);
+        assert_eq!(t.prune(now + Duration::from_secs(60), Duration::from_secs(3600)), 0);
+        assert_eq!(t.prune(now + Duration::from_secs(3601), Duration::from_secs(3600)), 1);
+        assert!(t.is_empty());
+    }
+}

@@ -1,0 +1,55 @@
+//! The printing output: `-dry-run`, and configs without clients.
+//!
+//! Each entry is one line, `<timestamp>\t<labels>\t<line>`, in the format of Promtail's dry-run
+//! (timestamp in Go's `2006-01-02T15:04:05.999999999-0700` layout, local time), so outputs of
+//! the two can be compared line by line. Chunks are settled once written and flushed.
+
+use crate::acknowledge::Acknowledger;
+use crate::entry::Chunk;
+use std::io::Write;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Colours for a terminal: dim timestamp, cyan labels.
+const DIM: &str = "\x1b[2m";
+const CYAN: &str = "\x1b[36m";
+const RESET: &str = "\x1b[0m";
+
+/// Writes one chunk's entries to `out`.
+pub fn write_chunk(out: &mut impl Write, chunk: &Chunk, color: bool) -> std::io::Result<()> {
+    let labels = chunk.labels.rendered();
+    for (line, text) in chunk.iter() {
+        let ts = line.timestamp.to_go_layout();
+        if color {
+            writeln!(out, "{DIM}{ts}{RESET}\t{CYAN}{labels}{RESET}\t{text}")?;
+        } else {
+            writeln!(out, "{ts}\t{labels}\t{text}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints chunks until the tailer stops sending; returns an error when standard output
+/// fails (a closed pipe, say).
+pub fn run(mut chunks: mpsc::Receiver<Chunk>, acks: Arc<Acknowledger>, color: bool) -> std::io::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let mut written = Vec::new();
+    while let Some(chunk) = chunks.blocking_recv() {
+        write_chunk(&mut out, &chunk, color)?;
+        written.push(chunk.ticket);
+        // Flush when no more is waiting, then settle: a line counts as delivered once it has
+        // left the process.
+        if chunks.is_empty() {
+            out.flush()?;
+            for ticket in written.drain(..) {
+                acks.settle(ticket);
+            }
+        }
+    }
+    out.flush()?;
+    for ticket in written {
+        acks.settle(ticket);
+    }
+    Ok(())
+}

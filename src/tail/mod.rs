@@ -1,0 +1,568 @@
+//! Tailing: reading the discovered files as they grow, through rotation and truncation.
+//!
+//! One thread reads every file. It sleeps until the inbox has news (inotify events, a rescan
+//! due, shutdown), reads what changed in rounds of at most `read_size` bytes per file (so one
+//! busy file cannot starve the others), and hands each read's complete lines to the outputs as
+//! a [`Chunk`]. When the outputs fall behind, sending blocks and reading pauses: the files on
+//! disk are the buffer.
+//!
+//! A file is identified by (device, inode) and a fingerprint of its first bytes:
+//! - renamed away (rotation by rename + create): the old file is drained to its end, then
+//!   closed once it has been quiet for `drain_quiet`, and the new file at the path is read
+//!   from 0;
+//! - shorter than what was read (copytruncate), or starting with other bytes than before:
+//!   read again from 0;
+//! - deleted: drained, and closed at the latest `deleted_timeout` after the deletion (bytes
+//!   left unread then are counted and logged).
+//!
+//! An unfinished last line waits for its newline. It is sent when its file is closed after
+//! rotation or deletion (no newline can come then); at shutdown it is left unacknowledged, so
+//! the next start reads it again, whole once its newline arrives.
+
+mod file;
+pub mod inbox;
+pub mod lines;
+
+use crate::acknowledge::{AckedOffset, Acknowledger};
+use crate::discover::Targets;
+use crate::discover::watch::Watcher;
+use crate::entry::{Chunk, Line, Timestamp};
+use crate::positions::{FileId, Fingerprint};
+use file::{Read1, TailedFile};
+use inbox::{Inbox, Touch};
+use lines::{LineLimit, Split, Splitter};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How the tailer behaves; see the module docs.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    pub limit: LineLimit,
+    /// How often the globs are matched again, whatever inotify says (`target_config.sync_period`).
+    pub rescan_every: Duration,
+    /// How often files are polled when inotify is unavailable.
+    pub poll_every: Duration,
+    /// Most bytes read from one file at a time; also the largest chunk.
+    pub read_size: usize,
+    /// A rotated file is closed once it has been at its end this long.
+    pub drain_quiet: Duration,
+    /// A deleted file is closed at the latest this long after its deletion.
+    pub deleted_timeout: Duration,
+    /// Most files kept open; beyond it, the least recently active are closed and reopened
+    /// when they change.
+    pub max_open_files: usize,
+    /// How long the position of a file no longer seen is remembered.
+    pub position_grace: Duration,
+}
+
+impl Default for TailOptions {
+    fn default() -> Self {
+        TailOptions {
+            limit: LineLimit::from_config(0, false),
+            rescan_every: Duration::from_secs(10),
+            poll_every: Duration::from_millis(250),
+            read_size: 256 * 1024,
+            drain_quiet: Duration::from_secs(5),
+            deleted_timeout: Duration::from_secs(60),
+            max_open_files: 4096,
+            position_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Counters of what the tailer did, for metrics and the shutdown summary.
+#[derive(Debug, Default)]
+pub struct TailStats {
+    pub lines: AtomicU64,
+    pub bytes: AtomicU64,
+    pub dropped_too_long: AtomicU64,
+    pub truncated_lines: AtomicU64,
+    pub invalid_utf8: AtomicU64,
+    pub rotations: AtomicU64,
+    pub truncations: AtomicU64,
+    pub unread_bytes_of_deleted: AtomicU64,
+    pub files_opened: AtomicU64,
+    pub open_files: AtomicU64,
+}
+
+impl TailStats {
+    fn add(&self, counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+        let _ = self;
+    }
+}
+
+/// The reading thread's state.
+pub struct Tailer {
+    opts: TailOptions,
+    targets: Targets,
+    inbox: Arc<Inbox>,
+    watcher: Watcher,
+    acks: Arc<Acknowledger>,
+    out: mpsc::Sender<Chunk>,
+    stats: Arc<TailStats>,
+    /// The file currently at each path.
+    live: HashMap<PathBuf, TailedFile>,
+    /// Files that left their path and are read to their end.
+    draining: Vec<TailedFile>,
+    ids: HashSet<FileId>,
+    ready: VecDeque<PathBuf>,
+    /// Files that could not be opened, with the error last reported.
+    unreadable: HashMap<PathBuf, String>,
+    open_files: usize,
+    next_rescan: Instant,
+    next_poll: Instant,
+    stopped: bool,
+}
+
+impl Tailer {
+    pub fn new(
+        opts: TailOptions,
+        targets: Targets,
+        inbox: Arc<Inbox>,
+        acks: Arc<Acknowledger>,
+        out: mpsc::Sender<Chunk>,
+        stats: Arc<TailStats>,
+    ) -> Tailer {
+        let watcher = Watcher::start(inbox.clone());
+        let now = Instant::now();
+        Tailer {
+            opts,
+            targets,
+            inbox,
+            watcher,
+            acks,
+            out,
+            stats,
+            live: HashMap::new(),
+            draining: Vec::new(),
+            ids: HashSet::new(),
+            ready: VecDeque::new(),
+            unreadable: HashMap::new(),
+            open_files: 0,
+            next_rescan: now,
+            next_poll: now,
+            stopped: false,
+        }
+    }
+
+    /// Reads until shutdown is requested or the outputs go away. `on_started` runs once the
+    /// first discovery is done and every matched file is open.
+    pub fn run(mut self, on_started: impl FnOnce(usize)) {
+        self.rescan();
+        on_started(self.live.len());
+        while !self.stopped {
+            let now = Instant::now();
+            let timeout = if self.ready.is_empty() {
+                self.next_wake().saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            let news = self.inbox.wait(timeout);
+            if news.shutdown {
+                break;
+            }
+            for (path, touch) in news.touched {
+                match touch {
+                    Touch::Data if self.live.contains_key(&path) => self.queue(&path),
+                    _ => self.check(&path),
+                }
+            }
+            let now = Instant::now();
+            if news.rescan || now >= self.next_rescan {
+                self.rescan();
+            }
+            if self.watcher.is_polling() && now >= self.next_poll {
+                self.poll();
+            }
+            self.read_ready();
+            self.drain(false);
+        }
+        tracing::debug!("tailer stopped");
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.next_rescan;
+        if self.watcher.is_polling() {
+            wake = wake.min(self.next_poll);
+        }
+        if !self.draining.is_empty() {
+            wake = wake.min(Instant::now() + self.opts.poll_every);
+        }
+        wake
+    }
+
+    fn queue(&mut self, path: &Path) {
+        if let Some(tf) = self.live.get_mut(path)
+            && !tf.queued
+        {
+            tf.queued = true;
+            self.ready.push_back(path.to_path_buf());
+        }
+    }
+
+    /// Matches the globs again: new files are opened, known ones checked for rotation and
+    /// truncation, and positions of long-gone files pruned.
+    fn rescan(&mut self) {
+        let now = Instant::now();
+        self.next_rescan = now + self.opts.rescan_every;
+        self.watcher.update(&self.targets.watch_roots());
+        let found = self.targets.scan();
+        let found_paths: HashSet<PathBuf> = found.iter().map(|(p, _)| p.clone()).collect();
+        for (path, target) in found {
+            if self.live.contains_key(&path) {
+                self.check(&path);
+            } else {
+                self.add(path, target);
+            }
+        }
+        let vanished: Vec<PathBuf> =
+            self.live.keys().filter(|p| !found_paths.contains(*p)).cloned().collect();
+        for path in vanished {
+            self.check(&path);
+        }
+        let grace = self.opts.position_grace;
+        let pruned = self.acks.with_table(|t| t.prune(now, grace));
+        if pruned > 0 {
+            tracing::debug!(pruned, "forgot positions of files gone for longer than the grace period");
+        }
+    }
+
+    /// Without inotify: looks at every file for growth, rotation and truncation.
+    fn poll(&mut self) {
+        self.next_poll = Instant::now() + self.opts.poll_every;
+        let paths: Vec<PathBuf> = self.live.keys().cloned().collect();
+        for path in paths {
+            self.check(&path);
+        }
+    }
+
+    /// Looks at what is at `path` now.
+    fn check(&mut self, path: &Path) {
+        let Some(tf) = self.live.get_mut(path) else {
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_file() => {
+                    if let Some(target) = self.targets.find(path) {
+                        self.add(path.to_path_buf(), target);
+                    }
+                }
+                Ok(m) if m.is_dir() => self.inbox.request_rescan(),
+                _ => {}
+            }
+            return;
+        };
+        match std::fs::metadata(path) {
+            Ok(meta) if FileId::of(&meta) == tf.id => {
+                if tf.file.is_none() {
+                    if meta.len() != tf.read_pos {
+                        self.queue(path);
+                    }
+                    return;
+                }
+                let rewritten = tf.read_pos > 0
+                    && tf.file.as_ref().is_some_and(|f| !tf.fingerprint.matches(f).unwrap_or(true));
+                if meta.len() < tf.read_pos || rewritten {
+                    let size = meta.len();
+                    self.truncated(path, size);
+                } else if meta.len() > tf.read_pos {
+                    self.queue(path);
+                }
+            }
+            Ok(meta) => {
+                // Another file is at the path now: the old one was rotated away.
+                let Some(old) = self.live.remove(path) else { return };
+                self.start_draining(old, "rotated");
+                if meta.is_file()
+                    && let Some(target) = self.targets.find(path)
+                {
+                    self.add(path.to_path_buf(), target);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let Some(old) = self.live.remove(path) else { return };
+                self.start_draining(old, "removed");
+            }
+            Err(e) => tracing::debug!(path = %path.display(), error = %e, "cannot stat file"),
+        }
+    }
+
+    /// Opens a newly found file, from its position if one is remembered for it.
+    fn add(&mut self, path: PathBuf, target: usize) {
+        let Some(target_ref) = self.targets.get(target) else { return };
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                let error = e.to_string();
+                if self.unreadable.get(&path) != Some(&error) {
+                    tracing::warn!(path = %path.display(), %error, "cannot open file; will retry at each rescan");
+                    self.unreadable.insert(path, error);
+                }
+                return;
+            }
+        };
+        let meta = match file.metadata() {
+            Ok(m) if m.is_file() => m,
+            _ => return,
+        };
+        if self.unreadable.remove(&path).is_some() {
+            tracing::info!(path = %path.display(), "file is readable now");
+        }
+        let id = FileId::of(&meta);
+        if self.ids.contains(&id) {
+            return; // the same file under another name (a link, or a rotated file draining)
+        }
+        let size = meta.len();
+        let start = self
+            .acks
+            .resume_offset(&path, id, size, |fp| fp.matches(&file).unwrap_or(false));
+        let fingerprint = Fingerprint::read(&file, size).unwrap_or(Fingerprint::of(b""));
+        let mut file = file;
+        if file.seek(SeekFrom::Start(start.get())).is_err() {
+            return;
+        }
+        let source = self.acks.open(&path, id, fingerprint, start);
+        tracing::debug!(path = %path.display(), position = start.get(), size, "tailing file");
+        let tf = TailedFile {
+            labels: target_ref.labels_for(&path),
+            path: path.clone(),
+            file: Some(file),
+            id,
+            fingerprint,
+            source,
+            read_pos: start.get(),
+            splitter: Splitter::new(self.opts.limit),
+            last_ts: Timestamp(0),
+            queued: false,
+            last_active: Instant::now(),
+            gone_since: None,
+        };
+        self.ids.insert(id);
+        self.live.insert(path.clone(), tf);
+        self.open_files += 1;
+        self.stats.add(&self.stats.files_opened, 1);
+        self.queue(&path);
+        self.enforce_fd_budget();
+    }
+
+    fn truncated(&mut self, path: &Path, size: u64) {
+        let Some(tf) = self.live.get_mut(path) else { return };
+        tracing::info!(path = %path.display(), position = tf.read_pos, size, "file was truncated; reading it from the start");
+        self.stats.add(&self.stats.truncations, 1);
+        self.acks.forget(tf.source);
+        if let Err(e) = tf.rewind() {
+            tracing::warn!(path = %path.display(), error = %e, "cannot rewind truncated file");
+        }
+        let size_now = tf.file.as_ref().and_then(|f| f.metadata().ok()).map(|m| m.len()).unwrap_or(size);
+        tf.fingerprint = tf
+            .file
+            .as_ref()
+            .and_then(|f| Fingerprint::read(f, size_now).ok())
+            .unwrap_or(Fingerprint::of(b""));
+        tf.source = self.acks.open(path, tf.id, tf.fingerprint, AckedOffset::START);
+        self.queue(path);
+    }
+
+    fn start_draining(&mut self, mut tf: TailedFile, why: &str) {
+        tracing::info!(path = %tf.path.display(), why, "file left its path; reading what is left of it");
+        self.stats.add(&self.stats.rotations, 1);
+        tf.gone_since = Some(Instant::now());
+        tf.queued = false;
+        if tf.file.is_none() {
+            // Closed for the descriptor budget: what was written after our last read is out
+            // of reach now.
+            self.close(tf);
+            return;
+        }
+        self.draining.push(tf);
+    }
+
+    /// Reads each queued file once; files with more to read go to the back of the queue.
+    fn read_ready(&mut self) {
+        let rounds = self.ready.len();
+        for _ in 0..rounds {
+            if self.stopped || self.inbox.is_shutdown() {
+                return;
+            }
+            let Some(path) = self.ready.pop_front() else { return };
+            let Some(mut tf) = self.live.remove(&path) else { continue };
+            tf.queued = false;
+            if tf.file.is_none() && !self.reopen(&mut tf) {
+                self.live.insert(path.clone(), tf);
+                self.check(&path);
+                continue;
+            }
+            let more = self.read_once(&mut tf);
+            self.live.insert(path.clone(), tf);
+            match more {
+                ReadResult::More => self.queue(&path),
+                ReadResult::Truncated(size) => self.truncated(&path, size),
+                ReadResult::Done => {}
+            }
+        }
+    }
+
+    /// Reads what is left of rotated and deleted files; closes those that are done.
+    fn drain(&mut self, _final: bool) {
+        if self.draining.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut keep = Vec::with_capacity(self.draining.len());
+        for mut tf in std::mem::take(&mut self.draining) {
+            if self.stopped {
+                keep.push(tf);
+                continue;
+            }
+            let gone_for = tf.gone_since.map(|t| now.duration_since(t)).unwrap_or_default();
+            let mut at_end = false;
+            for _ in 0..4 {
+                match self.read_once(&mut tf) {
+                    ReadResult::More => continue,
+                    ReadResult::Done => {
+                        at_end = tf.unread() == 0;
+                        break;
+                    }
+                    ReadResult::Truncated(_) => {
+                        at_end = true;
+                        break;
+                    }
+                }
+            }
+            let quiet = now.duration_since(tf.last_active) >= self.opts.drain_quiet
+                && gone_for >= self.opts.drain_quiet;
+            let deleted_too_long = gone_for >= self.opts.deleted_timeout && tf.is_deleted();
+            if at_end && quiet {
+                self.finish(&mut tf);
+                self.close(tf);
+            } else if deleted_too_long {
+                let unread = tf.unread();
+                if unread > 0 {
+                    tracing::warn!(
+                        path = %tf.path.display(),
+                        unread_bytes = unread,
+                        "closing a deleted file before its end: it stayed open for the deleted-file timeout"
+                    );
+                    self.stats.add(&self.stats.unread_bytes_of_deleted, unread);
+                }
+                self.finish(&mut tf);
+                self.close(tf);
+            } else {
+                keep.push(tf);
+            }
+        }
+        self.draining.extend(keep);
+    }
+
+    /// Sends the unfinished last line of a file that will not be read again.
+    fn finish(&mut self, tf: &mut TailedFile) {
+        let split = tf.splitter.finish(tf.read_pos);
+        self.send(tf, split);
+    }
+
+    fn close(&mut self, tf: TailedFile) {
+        tracing::debug!(path = %tf.path.display(), "closing file");
+        self.acks.close(tf.source, Instant::now());
+        self.ids.remove(&tf.id);
+        if tf.file.is_some() {
+            self.open_files = self.open_files.saturating_sub(1);
+        }
+    }
+
+    fn read_once(&mut self, tf: &mut TailedFile) -> ReadResult {
+        match tf.read(self.opts.read_size) {
+            Ok(Read1::Eof) => ReadResult::Done,
+            Ok(Read1::Truncated { size }) => ReadResult::Truncated(size),
+            Ok(Read1::Data { split, bytes, more }) => {
+                self.stats.add(&self.stats.bytes, bytes as u64);
+                if !tf.fingerprint.is_full()
+                    && let Some(file) = tf.file.as_ref()
+                    && let Ok(fp) = Fingerprint::read(file, tf.read_pos)
+                    && fp.len > tf.fingerprint.len
+                {
+                    tf.fingerprint = fp;
+                    self.acks.refingerprint(tf.source, fp);
+                }
+                self.send(tf, split);
+                if more { ReadResult::More } else { ReadResult::Done }
+            }
+            Err(e) => {
+                tracing::warn!(path = %tf.path.display(), error = %e, "read failed");
+                ReadResult::Done
+            }
+        }
+    }
+
+    /// Hands a split's lines to the outputs; blocks while they are full.
+    fn send(&mut self, tf: &mut TailedFile, split: Split) {
+        let stats = &self.stats;
+        stats.add(&stats.dropped_too_long, split.dropped_too_long);
+        stats.add(&stats.truncated_lines, split.truncated);
+        stats.add(&stats.invalid_utf8, split.invalid_utf8);
+        let Some(last) = split.spans.last() else { return };
+        if self.stopped {
+            return;
+        }
+        stats.add(&stats.lines, split.spans.len() as u64);
+        // Lines read together share the read time, nudged apart by a nanosecond each so that a
+        // file's lines keep their order and identical lines are not taken for duplicates.
+        let base = Timestamp(Timestamp::now().0.max(tf.last_ts.0 + 1));
+        let lines: Vec<Line> = split
+            .spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Line { start: s.start, end: s.end, timestamp: Timestamp(base.0 + i as i64), offset: s.offset })
+            .collect();
+        tf.last_ts = Timestamp(base.0 + lines.len() as i64 - 1);
+        let ticket = self.acks.dispatch(tf.source, last.offset);
+        let chunk = Chunk { ticket, labels: tf.labels.clone(), text: split.text, lines };
+        if self.out.blocking_send(chunk).is_err() {
+            // The outputs are gone (shutting down): nothing more can be delivered.
+            self.stopped = true;
+        }
+    }
+
+    fn reopen(&mut self, tf: &mut TailedFile) -> bool {
+        let Ok(mut file) = File::open(&tf.path) else { return false };
+        let same = file.metadata().is_ok_and(|m| FileId::of(&m) == tf.id)
+            && tf.fingerprint.matches(&file).unwrap_or(false);
+        if !same || file.seek(SeekFrom::Start(tf.read_pos)).is_err() {
+            return false;
+        }
+        tf.file = Some(file);
+        self.open_files += 1;
+        self.enforce_fd_budget();
+        true
+    }
+
+    /// Closes the least recently active files beyond the descriptor budget.
+    fn enforce_fd_budget(&mut self) {
+        while self.open_files > self.opts.max_open_files {
+            let victim = self
+                .live
+                .values()
+                .filter(|tf| tf.file.is_some() && !tf.queued)
+                .min_by_key(|tf| tf.last_active)
+                .map(|tf| tf.path.clone());
+            let Some(path) = victim else { break };
+            if let Some(tf) = self.live.get_mut(&path) {
+                tf.file = None;
+                self.open_files -= 1;
+            }
+        }
+        self.stats.open_files.store(self.open_files as u64, Ordering::Relaxed);
+    }
+}
+
+enum ReadResult {
+    More,
+    Done,
+    Truncated(u64),
+}

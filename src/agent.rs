@@ -31,10 +31,16 @@ pub struct RunOptions {
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let RunOptions { config, dry_run } = opts;
     if !config.clients.is_empty() && !dry_run {
-        bail!("shipping to clients is not available in this build yet; run with -dry-run to print entries");
+        bail!(
+            "shipping to clients is not available in this build yet; run with -dry-run to print entries"
+        );
     }
     let positions_path = config.positions.filename.clone();
-    if !dry_run && let Some(dir) = positions_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if !dry_run
+        && let Some(dir) = positions_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the positions directory {}", dir.display()))?;
     }
@@ -49,8 +55,17 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             config.limits_config.max_line_size.0,
             config.limits_config.max_line_size_truncate,
         ),
-        rescan_every: config.target_config.sync_period.0.max(Duration::from_millis(100)),
-        poll_every: config.global.file_watch_config.min_poll_frequency.0.max(Duration::from_millis(10)),
+        rescan_every: config
+            .target_config
+            .sync_period
+            .0
+            .max(Duration::from_millis(100)),
+        poll_every: config
+            .global
+            .file_watch_config
+            .min_poll_frequency
+            .0
+            .max(Duration::from_millis(10)),
         max_open_files: raise_fd_limit(),
         ..TailOptions::default()
     };
@@ -60,29 +75,40 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let tailer = {
         let (inbox, acks, stats) = (inbox.clone(), acks.clone(), stats.clone());
-        std::thread::Builder::new().name("tailer".into()).spawn(move || {
-            Tailer::new(tail_opts, targets, inbox, acks, chunk_tx, stats)
-                .run(|files| tracing::info!(files, "tailing started"));
-        })?
+        std::thread::Builder::new()
+            .name("tailer".into())
+            .spawn(move || {
+                Tailer::new(tail_opts, targets, inbox, acks, chunk_tx, stats)
+                    .run(|files| tracing::info!(files, "tailing started"));
+            })?
     };
     let (printer_done_tx, printer_done) = oneshot::channel();
     let printer = {
         let acks = acks.clone();
         let color = std::io::stdout().is_terminal();
-        std::thread::Builder::new().name("printer".into()).spawn(move || {
-            let result = ship::print::run(chunk_rx, acks, color);
-            let _ = printer_done_tx.send(());
-            result
-        })?
+        std::thread::Builder::new()
+            .name("printer".into())
+            .spawn(move || {
+                let result = ship::print::run(chunk_rx, acks, color);
+                let _ = printer_done_tx.send(());
+                result
+            })?
     };
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let sync_every = config.positions.sync_period.0.max(Duration::from_millis(100));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let sync_every = config
+        .positions
+        .sync_period
+        .0
+        .max(Duration::from_millis(100));
     runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let mut sync = tokio::time::interval_at(tokio::time::Instant::now() + sync_every, sync_every);
+        let mut sync =
+            tokio::time::interval_at(tokio::time::Instant::now() + sync_every, sync_every);
         let mut printer_done = printer_done;
         loop {
             tokio::select! {
@@ -111,7 +137,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
 }
 
 fn sync_positions(acks: &Acknowledger, path: &Path) {
-    let Some(text) = acks.with_table(|t| t.take_changes()) else { return };
+    let Some(text) = acks.with_table(|t| t.take_changes()) else {
+        return;
+    };
     if let Err(e) = positions::save(path, &text) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write positions file; will retry");
         acks.with_table(|t| t.mark_dirty());
@@ -136,11 +164,18 @@ fn log_summary(stats: &TailStats) {
 /// Raises the open-files soft limit to the hard limit (as the Go runtime does for Promtail)
 /// and returns how many files the tailer may keep open, leaving room for everything else.
 fn raise_fd_limit() -> usize {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 limit = raised;
             }

@@ -85,11 +85,28 @@ mod tests {
 
     #[test]
     fn promtail_and_gnu_spellings() {
-        let a = parse(&["logferry", "-config.file=/etc/x.yaml", "-dry-run", "-config.expand-env=true"]);
-        assert_eq!(a.config_file.as_deref(), Some(std::path::Path::new("/etc/x.yaml")));
+        let a = parse(&[
+            "logferry",
+            "-config.file=/etc/x.yaml",
+            "-dry-run",
+            "-config.expand-env=true",
+        ]);
+        assert_eq!(
+            a.config_file.as_deref(),
+            Some(std::path::Path::new("/etc/x.yaml"))
+        );
         assert!(a.dry_run && a.expand_env);
-        let b = parse(&["logferry", "--config.file", "/etc/x.yaml", "--dry-run=false", "-log.level=debug"]);
-        assert_eq!(b.config_file.as_deref(), Some(std::path::Path::new("/etc/x.yaml")));
+        let b = parse(&[
+            "logferry",
+            "--config.file",
+            "/etc/x.yaml",
+            "--dry-run=false",
+            "-log.level=debug",
+        ]);
+        assert_eq!(
+            b.config_file.as_deref(),
+            Some(std::path::Path::new("/etc/x.yaml"))
+        );
         assert!(!b.dry_run);
         assert_eq!(b.log_level.as_deref(), Some("debug"));
         assert!(parse(&["logferry", "-version"]).version);
@@ -97,6 +114,11 @@ mod tests {
 
     #[test]
     fn bad_level_is_rejected() {
-        assert!(Cli::try_parse_from(normalize_args(["logferry", "-log.level=loud"].map(OsString::from))).is_err());
+        assert!(
+            Cli::try_parse_from(normalize_args(
+                ["logferry", "-log.level=loud"].map(OsString::from)
+            ))
+            .is_err()
+        );
     }
 }

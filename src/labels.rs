@@ -64,7 +64,12 @@ impl LabelSet {
 }
 
 fn render(pairs: &[(String, String)]) -> String {
-    let mut out = String::with_capacity(2 + pairs.iter().map(|(n, v)| n.len() + v.len() + 6).sum::<usize>());
+    let mut out = String::with_capacity(
+        2 + pairs
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 6)
+            .sum::<usize>(),
+    );
     out.push('{');
     for (i, (name, value)) in pairs.iter().enumerate() {
         if i > 0 {
@@ -133,7 +138,10 @@ mod tests {
 
     #[test]
     fn empty_set_renders_braces() {
-        assert_eq!(LabelSet::new(Vec::<(String, String)>::new()).rendered(), "{}");
+        assert_eq!(
+            LabelSet::new(Vec::<(String, String)>::new()).rendered(),
+            "{}"
+        );
     }
 
     #[test]

@@ -41,7 +41,10 @@ fn main() -> ExitCode {
     if cli.print_config_stderr {
         eprint!("{}", config.to_yaml());
     }
-    match agent::run(RunOptions { config, dry_run: cli.dry_run }) {
+    match agent::run(RunOptions {
+        config,
+        dry_run: cli.dry_run,
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -63,7 +66,11 @@ fn init_logging(cli: &Cli, config: &Config) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
-    let json = cli.log_format.as_deref().or(config.server.log_format.as_deref()) == Some("json");
+    let json = cli
+        .log_format
+        .as_deref()
+        .or(config.server.log_format.as_deref())
+        == Some("json");
     if json {
         builder.json().init();
     } else {

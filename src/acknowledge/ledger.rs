@@ -57,14 +57,21 @@ pub struct Ledger {
 impl Ledger {
     /// A ledger for a file whose bytes before `start` are already settled.
     pub fn new(start: AckedOffset) -> Ledger {
-        Ledger { acked: start, first_seq: 0, in_flight: VecDeque::new() }
+        Ledger {
+            acked: start,
+            first_seq: 0,
+            in_flight: VecDeque::new(),
+        }
     }
 
     /// Records a chunk ending at file offset `end`, sent to `outputs` outputs, and returns its
     /// sequence number. A chunk sent to no output is settled at once.
     pub fn dispatch(&mut self, end: u64, outputs: u32) -> u64 {
         let seq = self.first_seq + self.in_flight.len() as u64;
-        self.in_flight.push_back(InFlight { end, unsettled: outputs });
+        self.in_flight.push_back(InFlight {
+            end,
+            unsettled: outputs,
+        });
         self.advance();
         seq
     }
@@ -169,8 +176,13 @@ mod tests {
             let outputs = (rand() % 3 + 1) as u32;
             let chunks = (rand() % 20 + 1) as usize;
             let mut l = Ledger::new(AckedOffset::START);
-            let seqs: Vec<u64> = (0..chunks).map(|i| l.dispatch((i as u64 + 1) * 100, outputs)).collect();
-            let mut pending: Vec<u64> = seqs.iter().flat_map(|&s| std::iter::repeat_n(s, outputs as usize)).collect();
+            let seqs: Vec<u64> = (0..chunks)
+                .map(|i| l.dispatch((i as u64 + 1) * 100, outputs))
+                .collect();
+            let mut pending: Vec<u64> = seqs
+                .iter()
+                .flat_map(|&s| std::iter::repeat_n(s, outputs as usize))
+                .collect();
             let mut remaining = vec![outputs; chunks];
             while !pending.is_empty() {
                 let i = (rand() % pending.len() as u64) as usize;

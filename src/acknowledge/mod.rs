@@ -52,14 +52,20 @@ impl Acknowledger {
     /// Tracks chunks for `outputs` outputs, each of which settles every chunk once.
     pub fn new(table: Table, outputs: u32) -> Acknowledger {
         Acknowledger {
-            inner: Mutex::new(Inner { sources: HashMap::new(), next_key: 0, table }),
+            inner: Mutex::new(Inner {
+                sources: HashMap::new(),
+                next_key: 0,
+                table,
+            }),
             outputs,
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere must not stop positions from being saved.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Where to start reading a newly found file: its recorded position if the record is for
@@ -75,12 +81,25 @@ impl Acknowledger {
     }
 
     /// Starts a source for a file generation whose bytes before `start` are settled.
-    pub fn open(&self, path: &Path, id: FileId, fingerprint: Fingerprint, start: AckedOffset) -> SourceKey {
+    pub fn open(
+        &self,
+        path: &Path,
+        id: FileId,
+        fingerprint: Fingerprint,
+        start: AckedOffset,
+    ) -> SourceKey {
         let mut inner = self.lock();
         let key = SourceKey(inner.next_key);
         inner.next_key += 1;
         inner.table.claim(id, path, fingerprint, start);
-        inner.sources.insert(key, Source { id, ledger: Ledger::new(start), closed: false });
+        inner.sources.insert(
+            key,
+            Source {
+                id,
+                ledger: Ledger::new(start),
+                closed: false,
+            },
+        );
         key
     }
 
@@ -129,7 +148,9 @@ impl Acknowledger {
     /// file's position is kept for a while in case it comes back.
     pub fn close(&self, source: SourceKey, now: Instant) {
         let mut inner = self.lock();
-        let Some(s) = inner.sources.get_mut(&source) else { return };
+        let Some(s) = inner.sources.get_mut(&source) else {
+            return;
+        };
         s.closed = true;
         let id = s.id;
         if s.ledger.in_flight() == 0 {
@@ -145,7 +166,11 @@ impl Acknowledger {
 
     /// Chunks still waiting for an output, over all files.
     pub fn in_flight(&self) -> usize {
-        self.lock().sources.values().map(|s| s.ledger.in_flight()).sum()
+        self.lock()
+            .sources
+            .values()
+            .map(|s| s.ledger.in_flight())
+            .sum()
     }
 
     /// Runs `f` on the positions table (to snapshot or prune it).
@@ -165,7 +190,10 @@ mod tests {
     #[test]
     fn positions_follow_settles_not_dispatches() {
         let acks = Acknowledger::new(Table::default(), 1);
-        let id = FileId { device: 1, inode: 2 };
+        let id = FileId {
+            device: 1,
+            inode: 2,
+        };
         let key = acks.open(Path::new("/x"), id, fp(), AckedOffset::START);
         let a = acks.dispatch(key, 10);
         let b = acks.dispatch(key, 20);
@@ -180,7 +208,10 @@ mod tests {
     #[test]
     fn a_forgotten_generation_cannot_move_the_position() {
         let acks = Acknowledger::new(Table::default(), 1);
-        let id = FileId { device: 1, inode: 2 };
+        let id = FileId {
+            device: 1,
+            inode: 2,
+        };
         let old = acks.open(Path::new("/x"), id, fp(), AckedOffset::START);
         let t = acks.dispatch(old, 500);
         acks.forget(old);
@@ -192,7 +223,10 @@ mod tests {
     #[test]
     fn closed_sources_still_settle_their_last_chunks() {
         let acks = Acknowledger::new(Table::default(), 2);
-        let id = FileId { device: 1, inode: 3 };
+        let id = FileId {
+            device: 1,
+            inode: 3,
+        };
         let key = acks.open(Path::new("/y"), id, fp(), AckedOffset::START);
         let t = acks.dispatch(key, 42);
         acks.close(key, Instant::now());

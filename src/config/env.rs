@@ -46,7 +46,9 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String
 
 fn substitute(expr: &str, lookup: &impl Fn(&str) -> Option<String>) -> String {
     if let Some((name, default)) = expr.split_once(":-") {
-        return lookup(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string());
+        return lookup(name)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_string());
     }
     if let Some((name, default)) = expr.split_once('-') {
         return lookup(name).unwrap_or_else(|| default.to_string());
@@ -69,8 +71,14 @@ mod tests {
     #[test]
     fn expands_forms() {
         assert_eq!(expand_env("${A}/$A/${B:-beta}", env), "alpha/alpha/beta");
-        assert_eq!(expand_env("${EMPTY:-d}|${EMPTY-d}|${MISSING-d}", env), "d||d");
+        assert_eq!(
+            expand_env("${EMPTY:-d}|${EMPTY-d}|${MISSING-d}", env),
+            "d||d"
+        );
         assert_eq!(expand_env("${MISSING}x", env), "x");
-        assert_eq!(expand_env("a $ b $$ c ${unclosed", env), "a $ b $ c ${unclosed");
+        assert_eq!(
+            expand_env("a $ b $$ c ${unclosed", env),
+            "a $ b $ c ${unclosed"
+        );
     }
 }

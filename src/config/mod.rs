@@ -86,7 +86,11 @@ impl Config {
                 file: origin.to_string(),
                 line,
                 column,
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 message,
             }
         })?;
@@ -106,17 +110,26 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for (i, job) in self.scrape_configs.iter().enumerate() {
             if job.job_name.is_empty() {
-                return Err(semantic(format!("scrape_configs[{i}].job_name"), "must not be empty".into()));
+                return Err(semantic(
+                    format!("scrape_configs[{i}].job_name"),
+                    "must not be empty".into(),
+                ));
             }
             if !names.insert(job.job_name.as_str()) {
                 return Err(semantic(
                     format!("scrape_configs[{i}].job_name"),
-                    format!("found multiple scrape configs with job name {:?}", job.job_name),
+                    format!(
+                        "found multiple scrape configs with job name {:?}",
+                        job.job_name
+                    ),
                 ));
             }
         }
         if self.positions.filename.as_os_str().is_empty() {
-            return Err(semantic("positions.filename".into(), "must not be empty".into()));
+            return Err(semantic(
+                "positions.filename".into(),
+                "must not be empty".into(),
+            ));
         }
         for (i, client) in self.clients.iter().enumerate() {
             if client.url.is_empty() {
@@ -137,7 +150,8 @@ impl Config {
 
     /// The effective configuration as YAML, secrets replaced by `<secret>`.
     pub fn to_yaml(&self) -> String {
-        serde_yaml_ng::to_string(self).unwrap_or_else(|err| format!("# cannot print config: {err}\n"))
+        serde_yaml_ng::to_string(self)
+            .unwrap_or_else(|err| format!("# cannot print config: {err}\n"))
     }
 }
 

@@ -420,7 +420,8 @@ pub const PATH_EXCLUDE_LABEL: &str = "__path_exclude__";
 
 impl<'de> Deserialize<'de> for TargetLabels {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let map = Option::<BTreeMap<String, String>>::deserialize(deserializer)?.unwrap_or_default();
+        let map =
+            Option::<BTreeMap<String, String>>::deserialize(deserializer)?.unwrap_or_default();
         for (name, value) in &map {
             if !crate::labels::is_valid_name(name) {
                 return Err(de::Error::custom(format!("invalid label name {name:?}")));
@@ -512,7 +513,9 @@ impl<'de> Deserialize<'de> for TracingConfig {
         }
         let raw = Raw::deserialize(deserializer)?;
         if raw.enabled {
-            return Err(de::Error::custom("not supported yet: tracing.enabled: true"));
+            return Err(de::Error::custom(
+                "not supported yet: tracing.enabled: true",
+            ));
         }
         Ok(TracingConfig)
     }

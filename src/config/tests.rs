@@ -12,7 +12,10 @@ fn promtail_debian_default_config_loads_unchanged() {
     assert_eq!(config.clients[0].batchwait, GoDuration::from_secs(1));
     assert_eq!(config.clients[0].batchsize, ByteSize(1 << 20));
     assert_eq!(config.positions.sync_period, GoDuration::from_secs(10));
-    assert_eq!(config.scrape_configs[0].static_configs[0].labels.0["__path__"], "/var/log/*log");
+    assert_eq!(
+        config.scrape_configs[0].static_configs[0].labels.0["__path__"],
+        "/var/log/*log"
+    );
 }
 
 #[test]
@@ -35,24 +38,41 @@ scrape_configs:
 #[test]
 fn unknown_keys_name_file_line_and_key() {
     let e = err("server:\n  http_listen_port: 1\n  colour: blue\n");
-    assert!(e.starts_with("cfg.yaml:3:3: server.colour: unknown field `colour`"), "{e}");
+    assert!(
+        e.starts_with("cfg.yaml:3:3: server.colour: unknown field `colour`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unsupported_keys_say_so() {
     let e = err("scrape_configs:\n- job_name: j\n  journal:\n    max_age: 12h\n");
-    assert!(e.starts_with("cfg.yaml:3:3: scrape_configs[0].journal: not supported yet"), "{e}");
+    assert!(
+        e.starts_with("cfg.yaml:3:3: scrape_configs[0].journal: not supported yet"),
+        "{e}"
+    );
     let e = err("wal:\n  enabled: true\n");
     assert!(e.contains("not supported yet"), "{e}");
     // Disabled or empty forms of unsupported features are harmless.
-    Config::parse("wal:\n  enabled: false\nscrape_configs:\n- job_name: j\n  pipeline_stages: []\n", "x").unwrap();
+    Config::parse(
+        "wal:\n  enabled: false\nscrape_configs:\n- job_name: j\n  pipeline_stages: []\n",
+        "x",
+    )
+    .unwrap();
 }
 
 #[test]
 fn bad_durations_and_globs_are_located() {
     let e = err("positions:\n  sync_period: soon\n");
-    assert!(e.starts_with("cfg.yaml:2:") && e.contains("positions.sync_period") && e.contains("invalid duration"), "{e}");
-    let e = err("scrape_configs:\n- job_name: j\n  static_configs:\n  - labels:\n      __path__: /var/log/[z\n");
+    assert!(
+        e.starts_with("cfg.yaml:2:")
+            && e.contains("positions.sync_period")
+            && e.contains("invalid duration"),
+        "{e}"
+    );
+    let e = err(
+        "scrape_configs:\n- job_name: j\n  static_configs:\n  - labels:\n      __path__: /var/log/[z\n",
+    );
     assert!(e.contains("invalid glob in __path__"), "{e}");
 }
 
@@ -73,7 +93,11 @@ fn meaningless_keys_are_accepted() {
 
 #[test]
 fn sizes_accept_units() {
-    let c = Config::parse("limits_config:\n  max_line_size: 256KB\n  max_line_size_truncate: true\n", "x").unwrap();
+    let c = Config::parse(
+        "limits_config:\n  max_line_size: 256KB\n  max_line_size_truncate: true\n",
+        "x",
+    )
+    .unwrap();
     assert_eq!(c.limits_config.max_line_size, ByteSize(256 * 1024));
 }
 
@@ -85,21 +109,37 @@ fn secrets_are_not_printed() {
     )
     .unwrap();
     let printed = c.to_yaml();
-    assert!(!printed.contains("hunter2") && !printed.contains("tok123"), "{printed}");
+    assert!(
+        !printed.contains("hunter2") && !printed.contains("tok123"),
+        "{printed}"
+    );
     assert!(printed.contains("<secret>"));
     assert!(!format!("{c:?}").contains("hunter2"));
 }
 
 #[test]
 fn single_client_spelling_is_merged() {
-    let c = Config::parse("client:\n  url: http://a/\nclients:\n- url: http://b/\n", "x").unwrap();
-    assert_eq!(c.clients.iter().map(|c| c.url.as_str()).collect::<Vec<_>>(), vec!["http://a/", "http://b/"]);
+    let c = Config::parse(
+        "client:\n  url: http://a/\nclients:\n- url: http://b/\n",
+        "x",
+    )
+    .unwrap();
+    assert_eq!(
+        c.clients.iter().map(|c| c.url.as_str()).collect::<Vec<_>>(),
+        vec!["http://a/", "http://b/"]
+    );
 }
 
 #[test]
 fn builtin_default_tails_var_log() {
     let c = Config::builtin_default(std::path::Path::new("/state"));
-    assert_eq!(c.positions.filename, std::path::Path::new("/state/positions.yaml"));
-    assert_eq!(c.scrape_configs[0].static_configs[0].labels.0["__path__"], "/var/log/*log");
+    assert_eq!(
+        c.positions.filename,
+        std::path::Path::new("/state/positions.yaml")
+    );
+    assert_eq!(
+        c.scrape_configs[0].static_configs[0].labels.0["__path__"],
+        "/var/log/*log"
+    );
     assert!(c.clients.is_empty());
 }

@@ -52,7 +52,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("invalid duration {text:?}: missing unit (ns, us, ms, s, m, h)"))?;
+            .ok_or_else(|| {
+                format!("invalid duration {text:?}: missing unit (ns, us, ms, s, m, h)")
+            })?;
         if num_len == 0 {
             return Err(bad());
         }
@@ -155,11 +157,13 @@ impl std::str::FromStr for ByteSize {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let s = text.trim();
-        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
-        let number: f64 = number
-            .parse()
-            .map_err(|_| format!("invalid size {text:?} (expected bytes, e.g. 1048576 or \"1MB\")"))?;
+        let number: f64 = number.parse().map_err(|_| {
+            format!("invalid size {text:?} (expected bytes, e.g. 1048576 or \"1MB\")")
+        })?;
         let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" | "kib" => 1 << 10,
@@ -228,7 +232,11 @@ mod tests {
         for s in ["10s", "1h30m", "500ms", "5m", "1m0.5s", "0s"] {
             let parsed: GoDuration = s.parse().unwrap();
             let printed = parsed.to_string();
-            assert_eq!(printed.parse::<GoDuration>().unwrap(), parsed, "{s} -> {printed}");
+            assert_eq!(
+                printed.parse::<GoDuration>().unwrap(),
+                parsed,
+                "{s} -> {printed}"
+            );
         }
         assert_eq!(GoDuration::from_secs(90).to_string(), "1m30s");
     }

@@ -79,8 +79,13 @@ pub struct Target {
 impl Target {
     /// Whether `path` is one of this target's files (by name; the file may not exist).
     pub fn matches(&self, path: &Path) -> bool {
-        self.include.iter().any(|p| p.matches_path_with(path, MATCH))
-            && !self.exclude.iter().any(|p| p.matches_path_with(path, MATCH))
+        self.include
+            .iter()
+            .any(|p| p.matches_path_with(path, MATCH))
+            && !self
+                .exclude
+                .iter()
+                .any(|p| p.matches_path_with(path, MATCH))
     }
 
     /// The labels of the stream read from `path`: the target's labels and `filename`.
@@ -165,9 +170,15 @@ impl Targets {
         let mut found = vec![];
         for (index, target) in self.targets.iter().enumerate() {
             for pattern in &target.include {
-                let Ok(paths) = glob::glob_with(pattern.as_str(), MATCH) else { continue };
+                let Ok(paths) = glob::glob_with(pattern.as_str(), MATCH) else {
+                    continue;
+                };
                 for path in paths.flatten() {
-                    if target.exclude.iter().any(|p| p.matches_path_with(&path, MATCH)) {
+                    if target
+                        .exclude
+                        .iter()
+                        .any(|p| p.matches_path_with(&path, MATCH))
+                    {
                         continue;
                     }
                     // Directories and devices are skipped; a symlink counts as what it points to.
@@ -222,11 +233,17 @@ fn watch_root(pattern: &Path) -> WatchRoot {
             break;
         }
         if p.is_dir() {
-            return WatchRoot { dir: p.to_path_buf(), recursive: false };
+            return WatchRoot {
+                dir: p.to_path_buf(),
+                recursive: false,
+            };
         }
         parent = p;
     }
-    WatchRoot { dir: PathBuf::from("/"), recursive: false }
+    WatchRoot {
+        dir: PathBuf::from("/"),
+        recursive: false,
+    }
 }
 
 #[cfg(test)]
@@ -254,7 +271,14 @@ mod tests {
         let d = dir.path();
         std::fs::create_dir_all(d.join("sub/deeper")).unwrap();
         std::fs::create_dir(d.join("dir.log")).unwrap();
-        for f in ["a.log", "b.log", "old.log.gz", "sub/c.log", "sub/deeper/d.log", ".hidden.log"] {
+        for f in [
+            "a.log",
+            "b.log",
+            "old.log.gz",
+            "sub/c.log",
+            "sub/deeper/d.log",
+            ".hidden.log",
+        ] {
             std::fs::write(d.join(f), "x\n").unwrap();
         }
         let t = targets(&format!(
@@ -267,19 +291,32 @@ mod tests {
             .map(|(p, _)| p.strip_prefix(d).unwrap().display().to_string())
             .collect();
         found.sort();
-        assert_eq!(found, vec![".hidden.log", "a.log", "b.log", "sub/c.log", "sub/deeper/d.log"]);
+        assert_eq!(
+            found,
+            vec![
+                ".hidden.log",
+                "a.log",
+                "b.log",
+                "sub/c.log",
+                "sub/deeper/d.log"
+            ]
+        );
     }
 
     #[test]
     fn star_does_not_cross_directories() {
-        let t = targets("scrape_configs:\n- job_name: j\n  static_configs:\n  - labels: {__path__: /var/log/*log}\n");
+        let t = targets(
+            "scrape_configs:\n- job_name: j\n  static_configs:\n  - labels: {__path__: /var/log/*log}\n",
+        );
         assert_eq!(t.find(Path::new("/var/log/syslog")), Some(0));
         assert_eq!(t.find(Path::new("/var/log/nginx/access.log")), None);
     }
 
     #[test]
     fn labels_drop_internal_names_and_add_filename() {
-        let t = targets("scrape_configs:\n- job_name: sys\n  static_configs:\n  - labels: {__path__: /x/*.log, host: h}\n");
+        let t = targets(
+            "scrape_configs:\n- job_name: sys\n  static_configs:\n  - labels: {__path__: /x/*.log, host: h}\n",
+        );
         let labels = t.get(0).unwrap().labels_for(Path::new("/x/a.log"));
         assert_eq!(labels.rendered(), r#"{filename="/x/a.log", host="h"}"#);
     }
@@ -289,10 +326,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let root = |p: &str| watch_root(&d.join(p));
-        assert_eq!(root("*.log"), WatchRoot { dir: d.to_path_buf(), recursive: false });
-        assert_eq!(root("*/x/*.log"), WatchRoot { dir: d.to_path_buf(), recursive: true });
-        assert_eq!(root("**/*.log"), WatchRoot { dir: d.to_path_buf(), recursive: true });
-        assert_eq!(root("missing/later/*.log"), WatchRoot { dir: d.to_path_buf(), recursive: false });
-        assert_eq!(root("plain.log"), WatchRoot { dir: d.to_path_buf(), recursive: false });
+        assert_eq!(
+            root("*.log"),
+            WatchRoot {
+                dir: d.to_path_buf(),
+                recursive: false
+            }
+        );
+        assert_eq!(
+            root("*/x/*.log"),
+            WatchRoot {
+                dir: d.to_path_buf(),
+                recursive: true
+            }
+        );
+        assert_eq!(
+            root("**/*.log"),
+            WatchRoot {
+                dir: d.to_path_buf(),
+                recursive: true
+            }
+        );
+        assert_eq!(
+            root("missing/later/*.log"),
+            WatchRoot {
+                dir: d.to_path_buf(),
+                recursive: false
+            }
+        );
+        assert_eq!(
+            root("plain.log"),
+            WatchRoot {
+                dir: d.to_path_buf(),
+                recursive: false
+            }
+        );
     }
 }

@@ -23,7 +23,10 @@ impl Watcher {
     pub fn start(inbox: Arc<Inbox>) -> Watcher {
         if std::env::var(WATCH_ENV).is_ok_and(|v| v == "poll") {
             tracing::info!("{WATCH_ENV}=poll: polling files instead of using inotify");
-            return Watcher { inner: None, watched: BTreeSet::new() };
+            return Watcher {
+                inner: None,
+                watched: BTreeSet::new(),
+            };
         }
         let handler = move |result: notify::Result<notify::Event>| match result {
             Ok(event) => forward(&inbox, event),
@@ -33,10 +36,16 @@ impl Watcher {
             }
         };
         match notify::recommended_watcher(handler) {
-            Ok(watcher) => Watcher { inner: Some(watcher), watched: BTreeSet::new() },
+            Ok(watcher) => Watcher {
+                inner: Some(watcher),
+                watched: BTreeSet::new(),
+            },
             Err(err) => {
                 tracing::warn!(error = %err, "inotify is unavailable; polling files instead");
-                Watcher { inner: None, watched: BTreeSet::new() }
+                Watcher {
+                    inner: None,
+                    watched: BTreeSet::new(),
+                }
             }
         }
     }
@@ -48,7 +57,9 @@ impl Watcher {
 
     /// Watches exactly `roots`.
     pub fn update(&mut self, roots: &[WatchRoot]) {
-        let Some(watcher) = self.inner.as_mut() else { return };
+        let Some(watcher) = self.inner.as_mut() else {
+            return;
+        };
         let wanted: BTreeSet<WatchRoot> = roots.iter().cloned().collect();
         for stale in self.watched.difference(&wanted) {
             let _ = watcher.unwatch(&stale.dir);
@@ -56,7 +67,11 @@ impl Watcher {
         self.watched.retain(|r| wanted.contains(r));
         let mut exhausted = None;
         for root in wanted.difference(&self.watched.clone()) {
-            let mode = if root.recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+            let mode = if root.recursive {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
             match watcher.watch(&root.dir, mode) {
                 Ok(()) => {
                     self.watched.insert(root.clone());
@@ -87,7 +102,9 @@ impl Watcher {
 fn is_exhausted(err: &notify::Error) -> bool {
     match &err.kind {
         notify::ErrorKind::MaxFilesWatch => true,
-        notify::ErrorKind::Io(io) => matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EMFILE)),
+        notify::ErrorKind::Io(io) => {
+            matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EMFILE))
+        }
         _ => false,
     }
 }

@@ -103,7 +103,11 @@ pub fn load(path: &Path, ignore_invalid: bool) -> Result<Table, PositionsError> 
     }
 }
 
-fn corrupt_or_empty(file: String, problem: String, ignore_invalid: bool) -> Result<Table, PositionsError> {
+fn corrupt_or_empty(
+    file: String,
+    problem: String,
+    ignore_invalid: bool,
+) -> Result<Table, PositionsError> {
     if ignore_invalid {
         tracing::warn!(path = %file, %problem, "positions file is corrupt; ignoring it (ignore_invalid_yaml)");
         Ok(Table::default())
@@ -130,13 +134,22 @@ fn parse(text: &str) -> Result<Table, String> {
                     .ok_or_else(|| format!("files[{i}].fingerprint: invalid value {fp:?}"))?;
                 records.insert(
                     FileId { device, inode },
-                    Record { path: r.path, fingerprint, offset, released: Some(now) },
+                    Record {
+                        path: r.path,
+                        fingerprint,
+                        offset,
+                        released: Some(now),
+                    },
                 );
             }
             (None, None, None) => {
                 by_path.insert(r.path, (offset, now));
             }
-            _ => return Err(format!("files[{i}]: device, inode and fingerprint go together")),
+            _ => {
+                return Err(format!(
+                    "files[{i}]: device, inode and fingerprint go together"
+                ));
+            }
         }
     }
     for (key, value) in disk.positions.unwrap_or_default() {
@@ -147,10 +160,16 @@ fn parse(text: &str) -> Result<Table, String> {
         };
         match parsed {
             Some(offset) if key.starts_with('/') => {
-                by_path.insert(PathBuf::from(key), (AckedOffset::from_positions_file(offset), now));
+                by_path.insert(
+                    PathBuf::from(key),
+                    (AckedOffset::from_positions_file(offset), now),
+                );
             }
             // Journal cursors and other non-file positions are Promtail's own.
-            _ => tracing::debug!(key, "ignoring a non-file entry of a Promtail positions file"),
+            _ => tracing::debug!(
+                key,
+                "ignoring a non-file entry of a Promtail positions file"
+            ),
         }
     }
     Ok(Table::from_parts(records, by_path))
@@ -177,8 +196,12 @@ pub(super) fn render(table: &Table) -> String {
         }))
         .collect();
     files.sort_by(|a, b| (&a.path, a.inode).cmp(&(&b.path, b.inode)));
-    let body = serde_yaml_ng::to_string(&OnDisk { version: Some(1), files, positions: None })
-        .unwrap_or_else(|e| unreachable!("positions always serialize: {e}"));
+    let body = serde_yaml_ng::to_string(&OnDisk {
+        version: Some(1),
+        files,
+        positions: None,
+    })
+    .unwrap_or_else(|e| unreachable!("positions always serialize: {e}"));
     format!("# logferry positions: bytes of each file that every client has acknowledged.\n{body}")
 }
 
@@ -196,7 +219,10 @@ pub fn save(path: &Path, text: &str) -> std::io::Result<()> {
     file.sync_all()?;
     drop(file);
     std::fs::rename(&temp, path)?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
 }
 
@@ -210,10 +236,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("positions.yaml");
         let mut table = Table::default();
-        let id = FileId { device: 1, inode: 2 };
-        table.claim(id, Path::new("/var/log/a.log"), Fingerprint::of(b"abc"), AckedOffset::from_positions_file(9));
+        let id = FileId {
+            device: 1,
+            inode: 2,
+        };
+        table.claim(
+            id,
+            Path::new("/var/log/a.log"),
+            Fingerprint::of(b"abc"),
+            AckedOffset::from_positions_file(9),
+        );
         save(&path, &table.take_changes().unwrap()).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let loaded = load(&path, false).unwrap();
         assert_eq!(loaded.offset(id), Some(9));
         assert!(!temp_path(&path).exists());
@@ -221,10 +258,9 @@ mod tests {
 
     #[test]
     fn reads_promtail_positions() {
-        let table = parse(
-            "positions:\n  /var/log/syslog: \"1234\"\n  journal-system: \"s=abc;i=1\"\n",
-        )
-        .unwrap();
+        let table =
+            parse("positions:\n  /var/log/syslog: \"1234\"\n  journal-system: \"s=abc;i=1\"\n")
+                .unwrap();
         assert_eq!(table.by_path.len(), 1);
         assert_eq!(table.by_path[Path::new("/var/log/syslog")].0.get(), 1234);
     }
@@ -235,7 +271,10 @@ mod tests {
         let path = dir.path().join("positions.yaml");
         std::fs::write(&path, "files:\n- path: /x\n  offset: [").unwrap();
         let err = load(&path, false).unwrap_err().to_string();
-        assert!(err.contains("positions.yaml") && err.contains("corrupt"), "{err}");
+        assert!(
+            err.contains("positions.yaml") && err.contains("corrupt"),
+            "{err}"
+        );
         assert!(load(&path, true).unwrap().is_empty());
     }
 

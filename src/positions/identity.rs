@@ -13,7 +13,10 @@ pub struct FileId {
 
 impl FileId {
     pub fn of(metadata: &std::fs::Metadata) -> FileId {
-        FileId { device: metadata.dev(), inode: metadata.ino() }
+        FileId {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        }
     }
 }
 
@@ -40,7 +43,10 @@ impl Fingerprint {
             hash ^= u64::from(b);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
-        Fingerprint { len: bytes.len() as u16, hash }
+        Fingerprint {
+            len: bytes.len() as u16,
+            hash,
+        }
     }
 
     /// The fingerprint of an open file of `size` bytes.
@@ -71,7 +77,10 @@ impl Fingerprint {
 
     pub fn from_text(text: &str) -> Option<Fingerprint> {
         let (hash, len) = text.split_once('/')?;
-        Some(Fingerprint { hash: u64::from_str_radix(hash, 16).ok()?, len: len.parse().ok()? })
+        Some(Fingerprint {
+            hash: u64::from_str_radix(hash, 16).ok()?,
+            len: len.parse().ok()?,
+        })
     }
 }
 

@@ -27,8 +27,15 @@ pub struct Table {
 }
 
 impl Table {
-    pub(super) fn from_parts(records: HashMap<FileId, Record>, by_path: HashMap<PathBuf, (AckedOffset, Instant)>) -> Table {
-        Table { records, by_path, dirty: false }
+    pub(super) fn from_parts(
+        records: HashMap<FileId, Record>,
+        by_path: HashMap<PathBuf, (AckedOffset, Instant)>,
+    ) -> Table {
+        Table {
+            records,
+            by_path,
+            dirty: false,
+        }
     }
 
     /// Where to resume a file found at `path`: see
@@ -71,7 +78,12 @@ impl Table {
     pub fn claim(&mut self, id: FileId, path: &Path, fingerprint: Fingerprint, start: AckedOffset) {
         self.records.insert(
             id,
-            Record { path: path.to_path_buf(), fingerprint, offset: start, released: None },
+            Record {
+                path: path.to_path_buf(),
+                fingerprint,
+                offset: start,
+                released: None,
+            },
         );
         self.dirty = true;
     }
@@ -103,8 +115,10 @@ impl Table {
     /// Removes records of files not read for longer than `grace`.
     pub fn prune(&mut self, now: Instant, grace: Duration) -> usize {
         let before = self.records.len() + self.by_path.len();
-        self.records.retain(|_, r| r.released.is_none_or(|t| now.duration_since(t) < grace));
-        self.by_path.retain(|_, (_, t)| now.duration_since(*t) < grace);
+        self.records
+            .retain(|_, r| r.released.is_none_or(|t| now.duration_since(t) < grace));
+        self.by_path
+            .retain(|_, (_, t)| now.duration_since(*t) < grace);
         let pruned = before - self.records.len() - self.by_path.len();
         if pruned > 0 {
             self.dirty = true;
@@ -145,35 +159,79 @@ impl Table {
 mod tests {
     use super::*;
 
-    const ID: FileId = FileId { device: 8, inode: 99 };
+    const ID: FileId = FileId {
+        device: 8,
+        inode: 99,
+    };
 
     #[test]
     fn resumes_only_a_matching_file() {
         let mut t = Table::default();
         let fp = Fingerprint::of(b"abc");
-        t.claim(ID, Path::new("/a"), fp, AckedOffset::from_positions_file(50));
-        assert_eq!(t.resume_offset(Path::new("/a"), ID, 100, |f| *f == fp).get(), 50);
-        assert_eq!(t.resume_offset(Path::new("/a"), ID, 100, |_| false).get(), 0);
-        assert_eq!(t.resume_offset(Path::new("/a"), ID, 10, |_| true).get(), 0, "past the end");
+        t.claim(
+            ID,
+            Path::new("/a"),
+            fp,
+            AckedOffset::from_positions_file(50),
+        );
+        assert_eq!(
+            t.resume_offset(Path::new("/a"), ID, 100, |f| *f == fp)
+                .get(),
+            50
+        );
+        assert_eq!(
+            t.resume_offset(Path::new("/a"), ID, 100, |_| false).get(),
+            0
+        );
+        assert_eq!(
+            t.resume_offset(Path::new("/a"), ID, 10, |_| true).get(),
+            0,
+            "past the end"
+        );
     }
 
     #[test]
     fn promtail_positions_are_used_once_by_path() {
         let mut t = Table::default();
-        t.by_path.insert("/var/log/syslog".into(), (AckedOffset::from_positions_file(7), Instant::now()));
-        assert_eq!(t.resume_offset(Path::new("/var/log/syslog"), ID, 100, |_| true).get(), 7);
-        assert_eq!(t.resume_offset(Path::new("/var/log/syslog"), ID, 100, |_| true).get(), 0);
+        t.by_path.insert(
+            "/var/log/syslog".into(),
+            (AckedOffset::from_positions_file(7), Instant::now()),
+        );
+        assert_eq!(
+            t.resume_offset(Path::new("/var/log/syslog"), ID, 100, |_| true)
+                .get(),
+            7
+        );
+        assert_eq!(
+            t.resume_offset(Path::new("/var/log/syslog"), ID, 100, |_| true)
+                .get(),
+            0
+        );
     }
 
     #[test]
     fn released_records_are_pruned_after_the_grace_period() {
         let mut t = Table::default();
         let now = Instant::now();
-        t.claim(ID, Path::new("/a"), Fingerprint::of(b""), AckedOffset::START);
-        assert_eq!(t.prune(now + Duration::from_secs(7200), Duration::from_secs(3600)), 0);
+        t.claim(
+            ID,
+            Path::new("/a"),
+            Fingerprint::of(b""),
+            AckedOffset::START,
+        );
+        assert_eq!(
+            t.prune(now + Duration::from_secs(7200), Duration::from_secs(3600)),
+            0
+        );
         t.release(ID, now);
-        assert_eq!(t.prune(now + Duration::from_secs(60), Duration::from_secs(3600)), 0);
-        assert_eq!(t.prune(now + Duration::from_secs(3601), Duration::from_secs(3600)), 1);
+        assert_eq!(
+            t.prune(now + Duration::from_secs(60), Duration::from_secs(3600)),
+            0
+        );
+        assert_eq!(
+            t.prune(now + Duration::from_secs(3601), Duration::from_secs(3600)),
+            1
+        );
         assert!(t.is_empty());
     }
 }

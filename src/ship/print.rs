@@ -31,7 +31,11 @@ pub fn write_chunk(out: &mut impl Write, chunk: &Chunk, color: bool) -> std::io:
 
 /// Prints chunks until the tailer stops sending; returns an error when standard output
 /// fails (a closed pipe, say).
-pub fn run(mut chunks: mpsc::Receiver<Chunk>, acks: Arc<Acknowledger>, color: bool) -> std::io::Result<()> {
+pub fn run(
+    mut chunks: mpsc::Receiver<Chunk>,
+    acks: Arc<Acknowledger>,
+    color: bool,
+) -> std::io::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     let mut written = Vec::new();

@@ -14,7 +14,11 @@ use std::time::Instant;
 /// What one read of a file gave.
 pub(super) enum Read1 {
     /// Bytes were read (perhaps without completing a line); `more` when there are more.
-    Data { split: Split, bytes: usize, more: bool },
+    Data {
+        split: Split,
+        bytes: usize,
+        more: bool,
+    },
     /// Nothing new.
     Eof,
     /// The file is shorter than what was read of it: truncated in place.
@@ -45,7 +49,9 @@ pub(super) struct TailedFile {
 impl TailedFile {
     /// Reads at most `max` new bytes and splits them.
     pub fn read(&mut self, max: usize) -> std::io::Result<Read1> {
-        let Some(file) = self.file.as_mut() else { return Ok(Read1::Eof) };
+        let Some(file) = self.file.as_mut() else {
+            return Ok(Read1::Eof);
+        };
         let size = file.metadata()?.len();
         if size < self.read_pos {
             return Ok(Read1::Truncated { size });
@@ -75,7 +81,11 @@ impl TailedFile {
         self.read_pos += got as u64;
         self.last_active = Instant::now();
         let split = self.splitter.split(buf, self.read_pos);
-        Ok(Read1::Data { split, bytes: got, more: self.read_pos < size })
+        Ok(Read1::Data {
+            split,
+            bytes: got,
+            more: self.read_pos < size,
+        })
     }
 
     /// Starts over from the beginning (after a truncation).

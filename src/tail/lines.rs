@@ -21,10 +21,15 @@ impl LineLimit {
     /// The limit from `limits_config`, with 0 meaning [`DEFAULT_LINE_CEILING`] (truncating).
     pub fn from_config(max_line_size: u64, truncate: bool) -> LineLimit {
         if max_line_size == 0 {
-            LineLimit { max: DEFAULT_LINE_CEILING, truncate: true }
+            LineLimit {
+                max: DEFAULT_LINE_CEILING,
+                truncate: true,
+            }
         } else {
             LineLimit {
-                max: usize::try_from(max_line_size).unwrap_or(usize::MAX).min(1 << 30),
+                max: usize::try_from(max_line_size)
+                    .unwrap_or(usize::MAX)
+                    .min(1 << 30),
                 truncate,
             }
         }
@@ -64,7 +69,11 @@ pub struct Splitter {
 
 impl Splitter {
     pub fn new(limit: LineLimit) -> Splitter {
-        Splitter { limit, partial: Vec::new(), skipping: false }
+        Splitter {
+            limit,
+            partial: Vec::new(),
+            skipping: false,
+        }
     }
 
     /// Bytes of an unfinished last line held back for its newline.
@@ -102,7 +111,11 @@ impl Splitter {
         for nl in memchr::memchr_iter(b'\n', &buf) {
             let start = pos;
             pos = nl + 1;
-            let mut end = if nl > start && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+            let mut end = if nl > start && buf[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
             // A line over the limit, or the rest of one whose head was held back.
             let over = self.skipping || end - start > self.limit.max;
             self.skipping = false;
@@ -206,7 +219,10 @@ mod tests {
         splitter.split(buf, end)
     }
 
-    const UNLIMITED: LineLimit = LineLimit { max: 1 << 20, truncate: true };
+    const UNLIMITED: LineLimit = LineLimit {
+        max: 1 << 20,
+        truncate: true,
+    };
 
     #[test]
     fn splits_complete_lines_and_holds_the_rest() {
@@ -238,21 +254,33 @@ mod tests {
     fn invalid_utf8_is_replaced_and_counted_nul_passes() {
         let mut s = Splitter::new(UNLIMITED);
         let out = feed(&mut s, b"ok\nbad\xff\xfe!\nnul\0x\n", 16);
-        assert_eq!(lines(&out), vec![("ok", 3), ("bad\u{fffd}\u{fffd}!", 10), ("nul\0x", 16)]);
+        assert_eq!(
+            lines(&out),
+            vec![("ok", 3), ("bad\u{fffd}\u{fffd}!", 10), ("nul\0x", 16)]
+        );
         assert_eq!(out.invalid_utf8, 1);
     }
 
     #[test]
     fn long_lines_are_truncated_on_a_char_boundary() {
-        let mut s = Splitter::new(LineLimit { max: 3, truncate: true });
+        let mut s = Splitter::new(LineLimit {
+            max: 3,
+            truncate: true,
+        });
         let out = feed(&mut s, "abcdef\nxyé\nok\n".as_bytes(), 15);
-        assert_eq!(lines(&out).iter().map(|l| l.0).collect::<Vec<_>>(), vec!["abc", "xy", "ok"]);
+        assert_eq!(
+            lines(&out).iter().map(|l| l.0).collect::<Vec<_>>(),
+            vec!["abc", "xy", "ok"]
+        );
         assert_eq!(out.truncated, 2);
     }
 
     #[test]
     fn long_lines_are_dropped_and_counted() {
-        let mut s = Splitter::new(LineLimit { max: 4, truncate: false });
+        let mut s = Splitter::new(LineLimit {
+            max: 4,
+            truncate: false,
+        });
         let out = feed(&mut s, b"abcdef\nok\n", 10);
         assert_eq!(lines(&out), vec![("ok", 10)]);
         assert_eq!(out.dropped_too_long, 1);
@@ -261,7 +289,10 @@ mod tests {
     #[test]
     fn a_huge_unfinished_line_stays_within_the_limit() {
         for truncate in [true, false] {
-            let mut s = Splitter::new(LineLimit { max: 1000, truncate });
+            let mut s = Splitter::new(LineLimit {
+                max: 1000,
+                truncate,
+            });
             let block = vec![b'x'; 64 * 1024];
             let mut end = 0;
             for _ in 0..100 {

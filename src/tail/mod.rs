@@ -224,15 +224,22 @@ impl Tailer {
                 self.add(path, target);
             }
         }
-        let vanished: Vec<PathBuf> =
-            self.live.keys().filter(|p| !found_paths.contains(*p)).cloned().collect();
+        let vanished: Vec<PathBuf> = self
+            .live
+            .keys()
+            .filter(|p| !found_paths.contains(*p))
+            .cloned()
+            .collect();
         for path in vanished {
             self.check(&path);
         }
         let grace = self.opts.position_grace;
         let pruned = self.acks.with_table(|t| t.prune(now, grace));
         if pruned > 0 {
-            tracing::debug!(pruned, "forgot positions of files gone for longer than the grace period");
+            tracing::debug!(
+                pruned,
+                "forgot positions of files gone for longer than the grace period"
+            );
         }
     }
 
@@ -268,7 +275,10 @@ impl Tailer {
                     return;
                 }
                 let rewritten = tf.read_pos > 0
-                    && tf.file.as_ref().is_some_and(|f| !tf.fingerprint.matches(f).unwrap_or(true));
+                    && tf
+                        .file
+                        .as_ref()
+                        .is_some_and(|f| !tf.fingerprint.matches(f).unwrap_or(true));
                 if meta.len() < tf.read_pos || rewritten {
                     let size = meta.len();
                     self.truncated(path, size);
@@ -278,7 +288,9 @@ impl Tailer {
             }
             Ok(meta) => {
                 // Another file is at the path now: the old one was rotated away.
-                let Some(old) = self.live.remove(path) else { return };
+                let Some(old) = self.live.remove(path) else {
+                    return;
+                };
                 self.start_draining(old, "rotated");
                 if meta.is_file()
                     && let Some(target) = self.targets.find(path)
@@ -287,7 +299,9 @@ impl Tailer {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let Some(old) = self.live.remove(path) else { return };
+                let Some(old) = self.live.remove(path) else {
+                    return;
+                };
                 self.start_draining(old, "removed");
             }
             Err(e) => tracing::debug!(path = %path.display(), error = %e, "cannot stat file"),
@@ -296,7 +310,9 @@ impl Tailer {
 
     /// Opens a newly found file, from its position if one is remembered for it.
     fn add(&mut self, path: PathBuf, target: usize) {
-        let Some(target_ref) = self.targets.get(target) else { return };
+        let Some(target_ref) = self.targets.get(target) else {
+            return;
+        };
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) => {
@@ -353,20 +369,29 @@ impl Tailer {
     }
 
     fn truncated(&mut self, path: &Path, size: u64) {
-        let Some(tf) = self.live.get_mut(path) else { return };
+        let Some(tf) = self.live.get_mut(path) else {
+            return;
+        };
         tracing::info!(path = %path.display(), position = tf.read_pos, size, "file was truncated; reading it from the start");
         self.stats.add(&self.stats.truncations, 1);
         self.acks.forget(tf.source);
         if let Err(e) = tf.rewind() {
             tracing::warn!(path = %path.display(), error = %e, "cannot rewind truncated file");
         }
-        let size_now = tf.file.as_ref().and_then(|f| f.metadata().ok()).map(|m| m.len()).unwrap_or(size);
+        let size_now = tf
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .unwrap_or(size);
         tf.fingerprint = tf
             .file
             .as_ref()
             .and_then(|f| Fingerprint::read(f, size_now).ok())
             .unwrap_or(Fingerprint::of(b""));
-        tf.source = self.acks.open(path, tf.id, tf.fingerprint, AckedOffset::START);
+        tf.source = self
+            .acks
+            .open(path, tf.id, tf.fingerprint, AckedOffset::START);
         self.queue(path);
     }
 
@@ -391,8 +416,12 @@ impl Tailer {
             if self.stopped || self.inbox.is_shutdown() {
                 return;
             }
-            let Some(path) = self.ready.pop_front() else { return };
-            let Some(mut tf) = self.live.remove(&path) else { continue };
+            let Some(path) = self.ready.pop_front() else {
+                return;
+            };
+            let Some(mut tf) = self.live.remove(&path) else {
+                continue;
+            };
             tf.queued = false;
             if tf.file.is_none() && !self.reopen(&mut tf) {
                 self.live.insert(path.clone(), tf);
@@ -421,7 +450,10 @@ impl Tailer {
                 keep.push(tf);
                 continue;
             }
-            let gone_for = tf.gone_since.map(|t| now.duration_since(t)).unwrap_or_default();
+            let gone_for = tf
+                .gone_since
+                .map(|t| now.duration_since(t))
+                .unwrap_or_default();
             let mut at_end = false;
             for _ in 0..4 {
                 match self.read_once(&mut tf) {
@@ -491,7 +523,11 @@ impl Tailer {
                     self.acks.refingerprint(tf.source, fp);
                 }
                 self.send(tf, split);
-                if more { ReadResult::More } else { ReadResult::Done }
+                if more {
+                    ReadResult::More
+                } else {
+                    ReadResult::Done
+                }
             }
             Err(e) => {
                 tracing::warn!(path = %tf.path.display(), error = %e, "read failed");
@@ -506,7 +542,9 @@ impl Tailer {
         stats.add(&stats.dropped_too_long, split.dropped_too_long);
         stats.add(&stats.truncated_lines, split.truncated);
         stats.add(&stats.invalid_utf8, split.invalid_utf8);
-        let Some(last) = split.spans.last() else { return };
+        let Some(last) = split.spans.last() else {
+            return;
+        };
         if self.stopped {
             return;
         }
@@ -518,11 +556,21 @@ impl Tailer {
             .spans
             .iter()
             .enumerate()
-            .map(|(i, s)| Line { start: s.start, end: s.end, timestamp: Timestamp(base.0 + i as i64), offset: s.offset })
+            .map(|(i, s)| Line {
+                start: s.start,
+                end: s.end,
+                timestamp: Timestamp(base.0 + i as i64),
+                offset: s.offset,
+            })
             .collect();
         tf.last_ts = Timestamp(base.0 + lines.len() as i64 - 1);
         let ticket = self.acks.dispatch(tf.source, last.offset);
-        let chunk = Chunk { ticket, labels: tf.labels.clone(), text: split.text, lines };
+        let chunk = Chunk {
+            ticket,
+            labels: tf.labels.clone(),
+            text: split.text,
+            lines,
+        };
         if self.out.blocking_send(chunk).is_err() {
             // The outputs are gone (shutting down): nothing more can be delivered.
             self.stopped = true;
@@ -530,7 +578,9 @@ impl Tailer {
     }
 
     fn reopen(&mut self, tf: &mut TailedFile) -> bool {
-        let Ok(mut file) = File::open(&tf.path) else { return false };
+        let Ok(mut file) = File::open(&tf.path) else {
+            return false;
+        };
         let same = file.metadata().is_ok_and(|m| FileId::of(&m) == tf.id)
             && tf.fingerprint.matches(&file).unwrap_or(false);
         if !same || file.seek(SeekFrom::Start(tf.read_pos)).is_err() {
@@ -557,7 +607,9 @@ impl Tailer {
                 self.open_files -= 1;
             }
         }
-        self.stats.open_files.store(self.open_files as u64, Ordering::Relaxed);
+        self.stats
+            .open_files
+            .store(self.open_files as u64, Ordering::Relaxed);
     }
 }
 

@@ -1,0 +1,1 @@
+//! A faithful Loki push receiver (being written).

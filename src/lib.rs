@@ -7,10 +7,13 @@
 
 pub mod acknowledge;
 pub mod agent;
+pub mod batch;
 pub mod config;
 pub mod discover;
 pub mod entry;
 pub mod labels;
+pub mod metrics;
 pub mod positions;
+pub mod server;
 pub mod ship;
 pub mod tail;

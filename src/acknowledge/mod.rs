@@ -9,7 +9,9 @@ mod ledger;
 
 pub use ledger::{AckedOffset, Ledger};
 
+use crate::metrics::Metrics;
 use crate::positions::{FileId, Fingerprint, Table};
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -32,6 +34,19 @@ struct Source {
     ledger: Ledger,
     /// The tailer is done with it; it goes once its last chunk settles.
     closed: bool,
+    /// The file's size when last read, for the lag gauge.
+    size: u64,
+    gauges: Option<(Gauge, Gauge)>,
+}
+
+impl Source {
+    fn publish(&self) {
+        if let Some((position, lag)) = &self.gauges {
+            let acked = self.ledger.acked().get();
+            position.set(i64::try_from(acked).unwrap_or(i64::MAX));
+            lag.set(i64::try_from(self.size.saturating_sub(acked)).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -42,10 +57,10 @@ struct Inner {
 }
 
 /// Shared by the tailer (which dispatches chunks) and the outputs (which settle them).
-#[derive(Debug)]
 pub struct Acknowledger {
     inner: Mutex<Inner>,
     outputs: u32,
+    metrics: Option<std::sync::Arc<Metrics>>,
 }
 
 impl Acknowledger {
@@ -58,7 +73,14 @@ impl Acknowledger {
                 table,
             }),
             outputs,
+            metrics: None,
         }
+    }
+
+    /// Publishes each file's acknowledged position and lag as gauges.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<Metrics>) -> Acknowledger {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -92,28 +114,39 @@ impl Acknowledger {
         let key = SourceKey(inner.next_key);
         inner.next_key += 1;
         inner.table.claim(id, path, fingerprint, start);
-        inner.sources.insert(
-            key,
-            Source {
-                id,
-                ledger: Ledger::new(start),
-                closed: false,
-            },
-        );
+        let gauges = self.metrics.as_ref().map(|m| {
+            let label = Metrics::path(path);
+            (
+                m.file_position.get_or_create(&label).clone(),
+                m.file_lag.get_or_create(&label).clone(),
+            )
+        });
+        let source = Source {
+            id,
+            ledger: Ledger::new(start),
+            closed: false,
+            size: start.get(),
+            gauges,
+        };
+        source.publish();
+        inner.sources.insert(key, source);
         key
     }
 
-    /// Registers a chunk of `source` ending at file offset `end`.
-    pub fn dispatch(&self, source: SourceKey, end: u64) -> Ticket {
+    /// Registers a chunk of `source` ending at file offset `end`, read from a file that was
+    /// `size` bytes long.
+    pub fn dispatch(&self, source: SourceKey, end: u64, size: u64) -> Ticket {
         let mut inner = self.lock();
         let outputs = self.outputs;
         let Inner { sources, table, .. } = &mut *inner;
         let seq = match sources.get_mut(&source) {
             Some(s) => {
                 let seq = s.ledger.dispatch(end, outputs);
+                s.size = size.max(end);
                 if outputs == 0 {
                     table.advance(s.id, s.ledger.acked());
                 }
+                s.publish();
                 seq
             }
             None => 0,
@@ -130,6 +163,7 @@ impl Acknowledger {
         };
         if source.ledger.settle(ticket.seq) {
             table.advance(source.id, source.ledger.acked());
+            source.publish();
         }
         if source.closed && source.ledger.in_flight() == 0 {
             sources.remove(&ticket.source);
@@ -195,8 +229,8 @@ mod tests {
             inode: 2,
         };
         let key = acks.open(Path::new("/x"), id, fp(), AckedOffset::START);
-        let a = acks.dispatch(key, 10);
-        let b = acks.dispatch(key, 20);
+        let a = acks.dispatch(key, 10, 10);
+        let b = acks.dispatch(key, 20, 20);
         assert_eq!(acks.with_table(|t| t.offset(id)), Some(0));
         acks.settle(b);
         assert_eq!(acks.with_table(|t| t.offset(id)), Some(0));
@@ -213,7 +247,7 @@ mod tests {
             inode: 2,
         };
         let old = acks.open(Path::new("/x"), id, fp(), AckedOffset::START);
-        let t = acks.dispatch(old, 500);
+        let t = acks.dispatch(old, 500, 500);
         acks.forget(old);
         let _new = acks.open(Path::new("/x"), id, fp(), AckedOffset::START);
         acks.settle(t);
@@ -228,7 +262,7 @@ mod tests {
             inode: 3,
         };
         let key = acks.open(Path::new("/y"), id, fp(), AckedOffset::START);
-        let t = acks.dispatch(key, 42);
+        let t = acks.dispatch(key, 42, 42);
         acks.close(key, Instant::now());
         acks.settle(t);
         acks.settle(t);

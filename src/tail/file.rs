@@ -4,7 +4,10 @@ use super::lines::{Split, Splitter};
 use crate::acknowledge::SourceKey;
 use crate::entry::Timestamp;
 use crate::labels::LabelSet;
+use crate::metrics::Metrics;
 use crate::positions::{FileId, Fingerprint};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -25,9 +28,31 @@ pub(super) enum Read1 {
     Truncated { size: u64 },
 }
 
+/// A file's metric handles, looked up once when it is opened.
+#[derive(Debug)]
+pub(super) struct FileCounters {
+    pub bytes: Counter,
+    pub lines: Counter,
+    pub size: Gauge,
+}
+
+impl FileCounters {
+    pub fn new(metrics: &Metrics, path: &std::path::Path) -> FileCounters {
+        let label = Metrics::path(path);
+        FileCounters {
+            bytes: metrics.read_bytes.get_or_create(&label).clone(),
+            lines: metrics.read_lines.get_or_create(&label).clone(),
+            size: metrics.file_size.get_or_create(&label).clone(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct TailedFile {
     pub path: PathBuf,
+    pub counters: FileCounters,
+    /// Its size when last looked at.
+    pub size: u64,
     pub labels: Arc<LabelSet>,
     /// None while closed to stay within the descriptor budget.
     pub file: Option<File>,
@@ -53,6 +78,10 @@ impl TailedFile {
             return Ok(Read1::Eof);
         };
         let size = file.metadata()?.len();
+        self.size = size;
+        self.counters
+            .size
+            .set(i64::try_from(size).unwrap_or(i64::MAX));
         if size < self.read_pos {
             return Ok(Read1::Truncated { size });
         }

@@ -27,6 +27,7 @@ use crate::acknowledge::{AckedOffset, Acknowledger};
 use crate::discover::Targets;
 use crate::discover::watch::Watcher;
 use crate::entry::{Chunk, Line, Timestamp};
+use crate::metrics::{Metrics, ReasonLabel};
 use crate::positions::{FileId, Fingerprint};
 use file::{Read1, TailedFile};
 use inbox::{Inbox, Touch};
@@ -36,7 +37,6 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -76,30 +76,6 @@ impl Default for TailOptions {
     }
 }
 
-/// Counters of what the tailer did, for metrics and the shutdown summary.
-#[derive(Debug, Default)]
-pub struct TailStats {
-    pub lines: AtomicU64,
-    pub bytes: AtomicU64,
-    pub dropped_too_long: AtomicU64,
-    pub truncated_lines: AtomicU64,
-    pub invalid_utf8: AtomicU64,
-    pub rotations: AtomicU64,
-    pub truncations: AtomicU64,
-    pub unread_bytes_of_deleted: AtomicU64,
-    pub files_opened: AtomicU64,
-    pub open_files: AtomicU64,
-}
-
-impl TailStats {
-    fn add(&self, counter: &AtomicU64, n: u64) {
-        if n > 0 {
-            counter.fetch_add(n, Ordering::Relaxed);
-        }
-        let _ = self;
-    }
-}
-
 /// The reading thread's state.
 pub struct Tailer {
     opts: TailOptions,
@@ -108,7 +84,7 @@ pub struct Tailer {
     watcher: Watcher,
     acks: Arc<Acknowledger>,
     out: mpsc::Sender<Chunk>,
-    stats: Arc<TailStats>,
+    metrics: Arc<Metrics>,
     /// The file currently at each path.
     live: HashMap<PathBuf, TailedFile>,
     /// Files that left their path and are read to their end.
@@ -130,7 +106,7 @@ impl Tailer {
         inbox: Arc<Inbox>,
         acks: Arc<Acknowledger>,
         out: mpsc::Sender<Chunk>,
-        stats: Arc<TailStats>,
+        metrics: Arc<Metrics>,
     ) -> Tailer {
         let watcher = Watcher::start(inbox.clone());
         let now = Instant::now();
@@ -141,7 +117,7 @@ impl Tailer {
             watcher,
             acks,
             out,
-            stats,
+            metrics,
             live: HashMap::new(),
             draining: Vec::new(),
             ids: HashSet::new(),
@@ -348,6 +324,8 @@ impl Tailer {
         tracing::debug!(path = %path.display(), position = start.get(), size, "tailing file");
         let tf = TailedFile {
             labels: target_ref.labels_for(&path),
+            counters: file::FileCounters::new(&self.metrics, &path),
+            size,
             path: path.clone(),
             file: Some(file),
             id,
@@ -363,7 +341,9 @@ impl Tailer {
         self.ids.insert(id);
         self.live.insert(path.clone(), tf);
         self.open_files += 1;
-        self.stats.add(&self.stats.files_opened, 1);
+        self.metrics
+            .active_files
+            .set((self.live.len() + self.draining.len()) as i64);
         self.queue(&path);
         self.enforce_fd_budget();
     }
@@ -373,7 +353,7 @@ impl Tailer {
             return;
         };
         tracing::info!(path = %path.display(), position = tf.read_pos, size, "file was truncated; reading it from the start");
-        self.stats.add(&self.stats.truncations, 1);
+        self.metrics.truncations.inc();
         self.acks.forget(tf.source);
         if let Err(e) = tf.rewind() {
             tracing::warn!(path = %path.display(), error = %e, "cannot rewind truncated file");
@@ -397,7 +377,7 @@ impl Tailer {
 
     fn start_draining(&mut self, mut tf: TailedFile, why: &str) {
         tracing::info!(path = %tf.path.display(), why, "file left its path; reading what is left of it");
-        self.stats.add(&self.stats.rotations, 1);
+        self.metrics.rotations.inc();
         tf.gone_since = Some(Instant::now());
         tf.queued = false;
         if tf.file.is_none() {
@@ -482,7 +462,7 @@ impl Tailer {
                         unread_bytes = unread,
                         "closing a deleted file before its end: it stayed open for the deleted-file timeout"
                     );
-                    self.stats.add(&self.stats.unread_bytes_of_deleted, unread);
+                    self.metrics.unread_bytes_of_deleted.inc_by(unread);
                 }
                 self.finish(&mut tf);
                 self.close(tf);
@@ -503,6 +483,13 @@ impl Tailer {
         tracing::debug!(path = %tf.path.display(), "closing file");
         self.acks.close(tf.source, Instant::now());
         self.ids.remove(&tf.id);
+        if !self.live.contains_key(&tf.path) {
+            // No file at that path any more: its series would only go stale.
+            self.metrics.forget_file(&Metrics::path(&tf.path));
+        }
+        self.metrics
+            .active_files
+            .set((self.live.len() + self.draining.len()) as i64);
         if tf.file.is_some() {
             self.open_files = self.open_files.saturating_sub(1);
         }
@@ -513,7 +500,7 @@ impl Tailer {
             Ok(Read1::Eof) => ReadResult::Done,
             Ok(Read1::Truncated { size }) => ReadResult::Truncated(size),
             Ok(Read1::Data { split, bytes, more }) => {
-                self.stats.add(&self.stats.bytes, bytes as u64);
+                tf.counters.bytes.inc_by(bytes as u64);
                 if !tf.fingerprint.is_full()
                     && let Some(file) = tf.file.as_ref()
                     && let Ok(fp) = Fingerprint::read(file, tf.read_pos)
@@ -538,17 +525,27 @@ impl Tailer {
 
     /// Hands a split's lines to the outputs; blocks while they are full.
     fn send(&mut self, tf: &mut TailedFile, split: Split) {
-        let stats = &self.stats;
-        stats.add(&stats.dropped_too_long, split.dropped_too_long);
-        stats.add(&stats.truncated_lines, split.truncated);
-        stats.add(&stats.invalid_utf8, split.invalid_utf8);
+        let m = &self.metrics;
+        if split.dropped_too_long > 0 {
+            m.lines_dropped
+                .get_or_create(&ReasonLabel {
+                    reason: "line_too_long".into(),
+                })
+                .inc_by(split.dropped_too_long);
+        }
+        if split.truncated > 0 {
+            m.lines_truncated.inc_by(split.truncated);
+        }
+        if split.invalid_utf8 > 0 {
+            m.invalid_utf8_lines.inc_by(split.invalid_utf8);
+        }
         let Some(last) = split.spans.last() else {
             return;
         };
         if self.stopped {
             return;
         }
-        stats.add(&stats.lines, split.spans.len() as u64);
+        tf.counters.lines.inc_by(split.spans.len() as u64);
         // Lines read together share the read time, nudged apart by a nanosecond each so that a
         // file's lines keep their order and identical lines are not taken for duplicates.
         let base = Timestamp(Timestamp::now().0.max(tf.last_ts.0 + 1));
@@ -564,7 +561,7 @@ impl Tailer {
             })
             .collect();
         tf.last_ts = Timestamp(base.0 + lines.len() as i64 - 1);
-        let ticket = self.acks.dispatch(tf.source, last.offset);
+        let ticket = self.acks.dispatch(tf.source, last.offset, tf.size);
         let chunk = Chunk {
             ticket,
             labels: tf.labels.clone(),
@@ -607,9 +604,6 @@ impl Tailer {
                 self.open_files -= 1;
             }
         }
-        self.stats
-            .open_files
-            .store(self.open_files as u64, Ordering::Relaxed);
     }
 }
 

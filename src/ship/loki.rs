@@ -1,0 +1,435 @@
+//! A Loki client: batches chunks, pushes them, retries, and settles what it delivered.
+//!
+//! Each client has its own queue, batch and retries; one request is in flight at a time, so
+//! each stream's entries arrive in the order they were read. While a client cannot deliver,
+//! its queue fills, the fan-out waits for it, and the tailer stops reading: nothing is dropped
+//! because the sink is slow or down.
+
+use crate::acknowledge::Acknowledger;
+use crate::batch::Batch;
+use crate::batch::encode::{Body, Encoder};
+use crate::config::{ClientConfig, Compression, Encoding};
+use crate::entry::Chunk;
+use crate::metrics::{HostLabel, HostReason, HostStatus, Metrics};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use reqwest::header::{
+    CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// A client config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("clients[{index}] ({url}): {message}")]
+pub struct ClientError {
+    pub index: usize,
+    pub url: String,
+    pub message: String,
+}
+
+/// A ready-to-run client.
+pub struct LokiClient {
+    url: reqwest::Url,
+    host: String,
+    http: reqwest::Client,
+    headers: HeaderMap,
+    auth: Option<Auth>,
+    encoder: Encoder,
+    batch_wait: Duration,
+    batch_size: usize,
+    backoff: ExponentialBuilder,
+    max_retries: u32,
+    drop_rate_limited: bool,
+    acks: Arc<Acknowledger>,
+    metrics: Arc<Metrics>,
+    errors: ErrorLog,
+}
+
+/// Credentials, kept out of `Debug` output and sent as sensitive headers.
+enum Auth {
+    Basic(String, String),
+    Bearer(String),
+}
+
+/// What a push came to.
+enum Outcome {
+    Delivered,
+    Retry(String),
+    RateLimited(String),
+    Rejected(u16, String),
+}
+
+impl LokiClient {
+    /// Checks a client's config and builds its HTTP client (reading password and token files).
+    pub fn new(
+        index: usize,
+        config: &ClientConfig,
+        acks: Arc<Acknowledger>,
+        metrics: Arc<Metrics>,
+    ) -> Result<LokiClient, ClientError> {
+        let fail = |message: String| ClientError {
+            index,
+            url: config.url.clone(),
+            message,
+        };
+        let url =
+            reqwest::Url::parse(&config.url).map_err(|e| fail(format!("invalid url: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(fail("url must be http:// or https://".into()));
+        }
+        let host = match (url.host_str(), url.port_or_known_default()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => return Err(fail("url has no host".into())),
+        };
+        let compression = match (config.encoding, config.compression) {
+            (Encoding::Protobuf, None | Some(Compression::Snappy)) => Compression::Snappy,
+            (Encoding::Protobuf, Some(other)) => {
+                return Err(fail(format!(
+                    "encoding protobuf is always snappy-compressed (Loki accepts nothing else), not {other:?}"
+                )));
+            }
+            (Encoding::Json, None | Some(Compression::Gzip)) => Compression::Gzip,
+            (Encoding::Json, Some(Compression::None)) => Compression::None,
+            (Encoding::Json, Some(Compression::Snappy)) => {
+                return Err(fail("encoding json takes compression gzip or none".into()));
+            }
+        };
+        let mut headers = HeaderMap::new();
+        let user_agent = concat!("logferry/", env!("CARGO_PKG_VERSION"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(user_agent));
+        for (name, value) in &config.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| fail(format!("headers: {name:?}: {e}")))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|e| fail(format!("headers: {name}: {e}")))?;
+            headers.insert(name, value);
+        }
+        if let Some(tenant) = &config.tenant_id {
+            let value =
+                HeaderValue::from_str(tenant).map_err(|e| fail(format!("tenant_id: {e}")))?;
+            headers.insert("X-Scope-OrgID", value);
+        }
+        let read_secret = |key: &str, path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| fail(format!("{key}: cannot read {}: {e}", path.display())))
+        };
+        let auth = if let Some(auth) = &config.basic_auth {
+            let password = match (&auth.password, &auth.password_file) {
+                (Some(p), _) => p.0.clone(),
+                (None, Some(file)) => read_secret("basic_auth.password_file", file)?,
+                (None, None) => String::new(),
+            };
+            Some(Auth::Basic(auth.username.clone(), password))
+        } else if let Some(token) = &config.bearer_token {
+            Some(Auth::Bearer(token.0.clone()))
+        } else if let Some(file) = &config.bearer_token_file {
+            Some(Auth::Bearer(read_secret("bearer_token_file", file)?))
+        } else {
+            None
+        };
+        let tls = super::tls::client_config(config.tls_config.as_ref())
+            .map_err(|e| fail(e.to_string()))?;
+        let mut http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(config.timeout.0)
+            .connect_timeout(config.timeout.0.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(1);
+        http = match &config.proxy_url {
+            Some(proxy) => {
+                http.proxy(reqwest::Proxy::all(proxy).map_err(|e| fail(format!("proxy_url: {e}")))?)
+            }
+            None => http.no_proxy(),
+        };
+        let http = http
+            .build()
+            .map_err(|e| fail(format!("cannot build HTTP client: {e}")))?;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(config.backoff_config.min_period.0)
+            .with_max_delay(
+                config
+                    .backoff_config
+                    .max_period
+                    .0
+                    .max(config.backoff_config.min_period.0),
+            )
+            .with_jitter()
+            .without_max_times();
+        Ok(LokiClient {
+            url,
+            host,
+            http,
+            headers,
+            auth,
+            encoder: Encoder::new(config.encoding, compression, config.external_labels.clone()),
+            batch_wait: config.batchwait.0,
+            batch_size: usize::try_from(config.batchsize.0)
+                .unwrap_or(usize::MAX)
+                .max(1),
+            backoff,
+            max_retries: config.backoff_config.max_retries,
+            drop_rate_limited: config.drop_rate_limited_batches,
+            acks,
+            metrics,
+            errors: ErrorLog::default(),
+        })
+    }
+
+    /// The `host:port` the client pushes to (its metrics label).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Batches and sends chunks until the queue closes (then flushes what it holds) or
+    /// `abort` turns true (then stops at once; what was not delivered stays unsettled).
+    pub async fn run(
+        mut self,
+        mut queue: mpsc::Receiver<Arc<Chunk>>,
+        abort: watch::Receiver<bool>,
+    ) {
+        let mut batch = Batch::default();
+        let mut rest: Option<(Arc<Chunk>, usize)> = None;
+        loop {
+            if let Some((chunk, from)) = rest.take() {
+                rest = batch
+                    .add(&chunk, from, self.batch_size, Instant::now())
+                    .map(|r| (chunk, r));
+                if (rest.is_some() || batch.is_full(self.batch_size))
+                    && !self.send(batch.take(), &abort).await
+                {
+                    return;
+                }
+                continue;
+            }
+            let due = batch
+                .started()
+                .map(|t| tokio::time::Instant::from_std(t + self.batch_wait));
+            tokio::select! {
+                biased;
+                () = aborted(&abort) => return,
+                chunk = queue.recv() => match chunk {
+                    Some(chunk) => {
+                        rest = batch.add(&chunk, 0, self.batch_size, Instant::now()).map(|r| (chunk, r));
+                        if (rest.is_some() || batch.is_full(self.batch_size)) && !self.send(batch.take(), &abort).await {
+                            return;
+                        }
+                    }
+                    None => {
+                        if !batch.is_empty() {
+                            self.send(batch.take(), &abort).await;
+                        }
+                        return;
+                    }
+                },
+                () = sleep_until(due) => if !self.send(batch.take(), &abort).await { return },
+            }
+        }
+    }
+
+    /// Sends one batch until it is delivered or dropped for good (true), or until abort (false).
+    async fn send(&mut self, batch: Batch, abort: &watch::Receiver<bool>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let body = self.encoder.encode(&batch);
+        let host = HostLabel {
+            host: self.host.clone(),
+        };
+        self.metrics
+            .batch_bytes
+            .get_or_create(&host)
+            .observe(batch.bytes() as f64);
+        let mut delays = self.backoff.build();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                biased;
+                () = aborted(abort) => return false,
+                outcome = self.push(&body) => outcome,
+            };
+            let status = match &outcome {
+                Outcome::Delivered => "2xx".to_string(),
+                Outcome::RateLimited(_) => "429".to_string(),
+                Outcome::Rejected(code, _) => code.to_string(),
+                Outcome::Retry(msg) => msg.split(':').next().unwrap_or("error").to_string(),
+            };
+            self.metrics
+                .request_duration
+                .get_or_create(&HostStatus {
+                    host: self.host.clone(),
+                    status_code: status,
+                })
+                .observe(started.elapsed().as_secs_f64());
+            let reason = match outcome {
+                Outcome::Delivered => {
+                    self.metrics
+                        .sent_entries
+                        .get_or_create(&host)
+                        .inc_by(batch.entries() as u64);
+                    self.metrics
+                        .sent_bytes
+                        .get_or_create(&host)
+                        .inc_by(batch.bytes() as u64);
+                    self.metrics
+                        .encoded_bytes
+                        .get_or_create(&host)
+                        .inc_by(body.bytes.len() as u64);
+                    self.errors.recovered(&self.host);
+                    self.settle(&batch);
+                    return true;
+                }
+                Outcome::Rejected(code, message) => {
+                    tracing::warn!(host = %self.host, status = code, entries = batch.entries(), loki_said = %message,
+                        "Loki rejected a batch; it is dropped (not retried)");
+                    self.drop_batch(&batch, &format!("http_{code}"));
+                    return true;
+                }
+                Outcome::RateLimited(message) if self.drop_rate_limited => {
+                    tracing::warn!(host = %self.host, entries = batch.entries(), loki_said = %message,
+                        "rate limited; batch dropped (drop_rate_limited_batches)");
+                    self.drop_batch(&batch, "rate_limited");
+                    return true;
+                }
+                Outcome::RateLimited(message) => format!("429: rate limited: {message}"),
+                Outcome::Retry(message) => message,
+            };
+            if self.max_retries > 0 && attempt >= self.max_retries {
+                tracing::warn!(host = %self.host, attempts = attempt, entries = batch.entries(), last_error = %reason,
+                    "giving up on a batch after backoff_config.max_retries; it is dropped");
+                self.drop_batch(&batch, "max_retries");
+                return true;
+            }
+            let delay = delays.next().unwrap_or(Duration::from_secs(300));
+            self.errors.failed(&self.host, &reason, delay);
+            self.metrics.retries.get_or_create(&host).inc();
+            tokio::select! {
+                biased;
+                () = aborted(abort) => return false,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn push(&self, body: &Body) -> Outcome {
+        let mut request = self
+            .http
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, body.content_type)
+            .body(body.bytes.clone());
+        if let Some(encoding) = body.content_encoding {
+            request = request.header(CONTENT_ENCODING, encoding);
+        }
+        request = match &self.auth {
+            Some(Auth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            Some(Auth::Bearer(token)) => request.bearer_auth(token),
+            None => request,
+        };
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                if status.is_success() {
+                    return Outcome::Delivered;
+                }
+                let mut text = response.text().await.unwrap_or_default();
+                text.truncate(text.floor_char_boundary(1024));
+                let text = text.trim().to_string();
+                match status.as_u16() {
+                    429 => Outcome::RateLimited(text),
+                    code @ 400..=499 => Outcome::Rejected(code, text),
+                    code => Outcome::Retry(format!("{code}: {text}")),
+                }
+            }
+            Err(e) if e.is_timeout() => {
+                Outcome::Retry("timeout: no answer within the client timeout".into())
+            }
+            Err(e) => Outcome::Retry(format!("connection: {}", error_chain(&e))),
+        }
+    }
+
+    fn settle(&self, batch: &Batch) {
+        for ticket in batch.tickets() {
+            self.acks.settle(ticket);
+        }
+    }
+
+    fn drop_batch(&self, batch: &Batch, reason: &str) {
+        let label = HostReason {
+            host: self.host.clone(),
+            reason: reason.to_string(),
+        };
+        self.metrics
+            .dropped_entries
+            .get_or_create(&label)
+            .inc_by(batch.entries() as u64);
+        self.metrics
+            .dropped_bytes
+            .get_or_create(&label)
+            .inc_by(batch.bytes() as u64);
+        // Dropped for good counts as settled: tailing goes on past it.
+        self.settle(batch);
+    }
+}
+
+/// Resolves once `abort` is true; never, if its sender is gone.
+async fn aborted(abort: &watch::Receiver<bool>) {
+    let mut abort = abort.clone();
+    if abort.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Logs a failing client without repeating itself: the first failure and each new kind of
+/// failure at once, the same failure again at most every 30 s, and the recovery.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<(String, Instant)>,
+    repeats: u64,
+}
+
+impl ErrorLog {
+    fn failed(&mut self, host: &str, error: &str, retry_in: Duration) {
+        let kind = error.split(':').next().unwrap_or(error).to_string();
+        match &mut self.last {
+            Some((last_kind, at))
+                if *last_kind == kind && at.elapsed() < Duration::from_secs(30) =>
+            {
+                self.repeats += 1;
+            }
+            _ => {
+                tracing::warn!(host, error, retry_in = ?retry_in, repeated = self.repeats, "push failed; retrying");
+                self.last = Some((kind, Instant::now()));
+                self.repeats = 0;
+            }
+        }
+    }
+
+    fn recovered(&mut self, host: &str) {
+        if self.last.take().is_some() {
+            tracing::info!(host, "push succeeded again");
+            self.repeats = 0;
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! TLS settings of a client (`tls_config:`), as a rustls configuration.
+
+use crate::config::TlsConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::sync::Arc;
+
+/// A `tls_config` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("tls_config.{key}: cannot read {path}: {message}")]
+    File {
+        key: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error("tls_config: {0}")]
+    Invalid(String),
+}
+
+fn read_pem_certs(
+    key: &'static str,
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let file_err = |message: String| TlsError::File {
+        key,
+        path: path.display().to_string(),
+        message,
+    };
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(file_err("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
+/// Builds the rustls client configuration: the system's roots plus `ca_file`, a client
+/// certificate when `cert_file`/`key_file` are set, certificates checked against
+/// `server_name` when set, or not checked at all with `insecure_skip_verify`.
+pub fn client_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    let default = TlsConfig::default();
+    let tls = tls.unwrap_or(&default);
+    if let Some(ca) = &tls.ca_file {
+        for cert in read_pem_certs("ca_file", ca)? {
+            roots
+                .add(cert)
+                .map_err(|e| TlsError::Invalid(format!("ca_file {}: {e}", ca.display())))?;
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Invalid(e.to_string()))?;
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots.clone()),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError::Invalid(format!("no usable CA certificate: {e}")));
+    let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
+        Arc::new(AcceptAnyCert(provider.clone()))
+    } else {
+        let inner = webpki?;
+        match &tls.server_name {
+            Some(name) => Arc::new(FixedName {
+                inner,
+                name: ServerName::try_from(name.clone())
+                    .map_err(|e| TlsError::Invalid(format!("server_name {name:?}: {e}")))?,
+            }),
+            None => inner,
+        }
+    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let certs = read_pem_certs("cert_file", cert)?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
+                key: "key_file",
+                path: key.display().to_string(),
+                message: e.to_string(),
+            })?;
+            builder
+                .with_client_auth_cert(certs, key_der)
+                .map_err(|e| TlsError::Invalid(format!("cert_file/key_file: {e}")))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(TlsError::Invalid(
+                "cert_file and key_file go together".into(),
+            ));
+        }
+    };
+    Ok(config)
+}
+
+/// Checks certificates against a configured name instead of the URL's host.
+#[derive(Debug)]
+struct FixedName {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for FixedName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `insecure_skip_verify: true`: any certificate is accepted (signatures are still checked,
+/// so the session is encrypted, just not authenticated).
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

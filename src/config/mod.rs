@@ -132,8 +132,45 @@ impl Config {
             ));
         }
         for (i, client) in self.clients.iter().enumerate() {
-            if client.url.is_empty() {
-                return Err(semantic(format!("clients[{i}].url"), "must be set".into()));
+            match reqwest::Url::parse(&client.url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+                }
+                Ok(_) => {
+                    return Err(semantic(
+                        format!("clients[{i}].url"),
+                        format!(
+                            "{:?} must be an http:// or https:// URL with a host",
+                            client.url
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(semantic(
+                        format!("clients[{i}].url"),
+                        format!("{:?}: {e}", client.url),
+                    ));
+                }
+            }
+            let compression = match (client.encoding, client.compression) {
+                (Encoding::Protobuf, None | Some(Compression::Snappy)) => Ok(()),
+                (Encoding::Protobuf, Some(_)) => {
+                    Err("encoding protobuf is always snappy-compressed (Loki accepts nothing else)")
+                }
+                (Encoding::Json, None | Some(Compression::Gzip) | Some(Compression::None)) => {
+                    Ok(())
+                }
+                (Encoding::Json, Some(Compression::Snappy)) => {
+                    Err("encoding json takes compression gzip or none")
+                }
+            };
+            compression.map_err(|m| semantic(format!("clients[{i}].compression"), m.into()))?;
+            for name in client.external_labels.keys() {
+                if !crate::labels::is_valid_name(name) {
+                    return Err(semantic(
+                        format!("clients[{i}].external_labels"),
+                        format!("invalid label name {name:?}"),
+                    ));
+                }
             }
         }
         Ok(())

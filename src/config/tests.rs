@@ -143,3 +143,21 @@ fn builtin_default_tails_var_log() {
     );
     assert!(c.clients.is_empty());
 }
+
+#[test]
+fn client_settings_are_checked_at_load() {
+    let e = err("clients:\n- url: ftp://x/\n");
+    assert!(e.contains("clients[0].url") && e.contains("http"), "{e}");
+    let e = err("clients:\n- url: http://l/\n  encoding: protobuf\n  compression: gzip\n");
+    assert!(
+        e.contains("clients[0].compression") && e.contains("snappy"),
+        "{e}"
+    );
+    let e = err("clients:\n- url: http://l/\n  encoding: xml\n");
+    assert!(e.contains("clients[0].encoding"), "{e}");
+    Config::parse(
+        "clients:\n- url: https://l:3100/p\n  encoding: json\n  compression: none\n",
+        "x",
+    )
+    .unwrap();
+}

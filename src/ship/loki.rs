@@ -83,18 +83,11 @@ impl LokiClient {
             (Some(h), None) => h.to_string(),
             _ => return Err(fail("url has no host".into())),
         };
+        // The pair was checked with the config; protobuf is always snappy.
         let compression = match (config.encoding, config.compression) {
-            (Encoding::Protobuf, None | Some(Compression::Snappy)) => Compression::Snappy,
-            (Encoding::Protobuf, Some(other)) => {
-                return Err(fail(format!(
-                    "encoding protobuf is always snappy-compressed (Loki accepts nothing else), not {other:?}"
-                )));
-            }
-            (Encoding::Json, None | Some(Compression::Gzip)) => Compression::Gzip,
             (Encoding::Json, Some(Compression::None)) => Compression::None,
-            (Encoding::Json, Some(Compression::Snappy)) => {
-                return Err(fail("encoding json takes compression gzip or none".into()));
-            }
+            (Encoding::Json, _) => Compression::Gzip,
+            (Encoding::Protobuf, _) => Compression::Snappy,
         };
         let mut headers = HeaderMap::new();
         let user_agent = concat!("logferry/", env!("CARGO_PKG_VERSION"));

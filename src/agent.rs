@@ -180,6 +180,16 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 }
             });
         }
+        if let Some(every) = sd_notify::watchdog_enabled() {
+            // Pet systemd's watchdog at twice the rate it asks for, while the runtime runs.
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every / 2);
+                loop {
+                    tick.tick().await;
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            });
+        }
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -194,6 +204,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         };
         // Stop reading; let the outputs deliver what they hold, up to the deadline.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         inbox.shutdown();
         let _ = stop_tx.send(true);
         if let Some(done) = early {

@@ -55,12 +55,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create the positions directory {}", dir.display()))?;
     }
     let table = positions::load(&positions_path, config.positions.ignore_invalid_yaml)?;
-    let outputs = if print {
-        1
-    } else {
-        config.clients.len() as u32
-    };
-    let acks = Arc::new(Acknowledger::new(table, outputs).with_metrics(metrics.clone()));
+    let acks = Arc::new(Acknowledger::new(table).with_metrics(metrics.clone()));
     let clients = if print {
         vec![]
     } else {
@@ -157,6 +152,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
         let fan_out = runtime.spawn(ship::fan_out(
             chunk_rx,
+            acks.clone(),
             queues,
             metrics.clone(),
             stop_rx,

@@ -26,6 +26,8 @@ impl AckedOffset {
 struct InFlight {
     end: u64,
     unsettled: u32,
+    /// Until the chunk is handed to the outputs, nobody knows how many must settle it.
+    armed: bool,
 }
 
 /// The chunks of one file that were sent but not yet settled by every output, in read order.
@@ -67,13 +69,37 @@ impl Ledger {
     /// Records a chunk ending at file offset `end`, sent to `outputs` outputs, and returns its
     /// sequence number. A chunk sent to no output is settled at once.
     pub fn dispatch(&mut self, end: u64, outputs: u32) -> u64 {
+        let seq = self.reserve(end);
+        self.arm(seq, outputs);
+        seq
+    }
+
+    /// Records a chunk ending at file offset `end` whose outputs are not known yet: it holds
+    /// the position back until it is [armed](Self::arm) and settled.
+    pub fn reserve(&mut self, end: u64) -> u64 {
         let seq = self.first_seq + self.in_flight.len() as u64;
         self.in_flight.push_back(InFlight {
             end,
-            unsettled: outputs,
+            unsettled: 0,
+            armed: false,
         });
-        self.advance();
         seq
+    }
+
+    /// The reserved chunk `seq` goes to `outputs` outputs (0: it is settled at once). Returns
+    /// whether the acknowledged offset moved.
+    pub fn arm(&mut self, seq: u64, outputs: u32) -> bool {
+        let Some(index) = seq.checked_sub(self.first_seq) else {
+            return false;
+        };
+        match self.in_flight.get_mut(index as usize) {
+            Some(chunk) if !chunk.armed => {
+                chunk.armed = true;
+                chunk.unsettled = outputs;
+            }
+            _ => return false,
+        }
+        self.advance()
     }
 
     /// One output settled chunk `seq`. Settling an unknown or already settled chunk does
@@ -83,7 +109,7 @@ impl Ledger {
             return false;
         };
         match self.in_flight.get_mut(index as usize) {
-            Some(chunk) if chunk.unsettled > 0 => chunk.unsettled -= 1,
+            Some(chunk) if chunk.armed && chunk.unsettled > 0 => chunk.unsettled -= 1,
             _ => return false,
         }
         self.advance()
@@ -92,7 +118,7 @@ impl Ledger {
     fn advance(&mut self) -> bool {
         let mut moved = false;
         while let Some(front) = self.in_flight.front() {
-            if front.unsettled > 0 {
+            if !front.armed || front.unsettled > 0 {
                 break;
             }
             self.acked = AckedOffset(front.end);
@@ -152,6 +178,24 @@ mod tests {
         assert!(!l.settle(a));
         assert!(!l.settle(99));
         assert_eq!(l.acked().get(), 5);
+    }
+
+    #[test]
+    fn reserved_chunks_hold_the_position_until_armed_and_settled() {
+        let mut l = Ledger::new(AckedOffset::START);
+        let a = l.reserve(10);
+        let b = l.dispatch(20, 1);
+        assert!(
+            !l.settle(a),
+            "a reserved chunk cannot be settled before it is armed"
+        );
+        l.settle(b);
+        assert_eq!(l.acked().get(), 0);
+        l.arm(a, 2);
+        l.settle(a);
+        assert_eq!(l.acked().get(), 0);
+        assert!(l.settle(a));
+        assert_eq!(l.acked().get(), 20);
     }
 
     #[test]

@@ -59,20 +59,18 @@ struct Inner {
 /// Shared by the tailer (which dispatches chunks) and the outputs (which settle them).
 pub struct Acknowledger {
     inner: Mutex<Inner>,
-    outputs: u32,
     metrics: Option<std::sync::Arc<Metrics>>,
 }
 
 impl Acknowledger {
-    /// Tracks chunks for `outputs` outputs, each of which settles every chunk once.
-    pub fn new(table: Table, outputs: u32) -> Acknowledger {
+    /// Tracks chunks of files whose remembered positions are `table`.
+    pub fn new(table: Table) -> Acknowledger {
         Acknowledger {
             inner: Mutex::new(Inner {
                 sources: HashMap::new(),
                 next_key: 0,
                 table,
             }),
-            outputs,
             metrics: None,
         }
     }
@@ -134,24 +132,39 @@ impl Acknowledger {
     }
 
     /// Registers a chunk of `source` ending at file offset `end`, read from a file that was
-    /// `size` bytes long.
-    pub fn dispatch(&self, source: SourceKey, end: u64, size: u64) -> Ticket {
+    /// `size` bytes long. It holds the position back until [armed](Self::arm) and settled.
+    pub fn reserve(&self, source: SourceKey, end: u64, size: u64) -> Ticket {
         let mut inner = self.lock();
-        let outputs = self.outputs;
-        let Inner { sources, table, .. } = &mut *inner;
-        let seq = match sources.get_mut(&source) {
+        let seq = match inner.sources.get_mut(&source) {
             Some(s) => {
-                let seq = s.ledger.dispatch(end, outputs);
                 s.size = size.max(end);
-                if outputs == 0 {
-                    table.advance(s.id, s.ledger.acked());
-                }
                 s.publish();
-                seq
+                s.ledger.reserve(end)
             }
             None => 0,
         };
         Ticket { source, seq }
+    }
+
+    /// The chunk goes to `outputs` outputs, each of which will settle it once. The count is
+    /// taken when the chunk is handed over, so a reload that changes the clients cannot
+    /// leave a chunk waiting for an output that never saw it.
+    pub fn arm(&self, ticket: Ticket, outputs: u32) {
+        let mut inner = self.lock();
+        let Inner { sources, table, .. } = &mut *inner;
+        if let Some(source) = sources.get_mut(&ticket.source)
+            && source.ledger.arm(ticket.seq, outputs)
+        {
+            table.advance(source.id, source.ledger.acked());
+            source.publish();
+        }
+    }
+
+    /// [`reserve`](Self::reserve) and [`arm`](Self::arm) at once.
+    pub fn dispatch(&self, source: SourceKey, end: u64, size: u64, outputs: u32) -> Ticket {
+        let ticket = self.reserve(source, end, size);
+        self.arm(ticket, outputs);
+        ticket
     }
 
     /// One output is done with a chunk (delivered it, or dropped it for good).
@@ -223,14 +236,14 @@ mod tests {
 
     #[test]
     fn positions_follow_settles_not_dispatches() {
-        let acks = Acknowledger::new(Table::default(), 1);
+        let acks = Acknowledger::new(Table::default());
         let id = FileId {
             device: 1,
             inode: 2,
         };
         let key = acks.open(Path::new("/x"), id, fp(), AckedOffset::START);
-        let a = acks.dispatch(key, 10, 10);
-        let b = acks.dispatch(key, 20, 20);
+        let a = acks.dispatch(key, 10, 10, 1);
+        let b = acks.dispatch(key, 20, 20, 1);
         assert_eq!(acks.with_table(|t| t.offset(id)), Some(0));
         acks.settle(b);
         assert_eq!(acks.with_table(|t| t.offset(id)), Some(0));
@@ -241,13 +254,13 @@ mod tests {
 
     #[test]
     fn a_forgotten_generation_cannot_move_the_position() {
-        let acks = Acknowledger::new(Table::default(), 1);
+        let acks = Acknowledger::new(Table::default());
         let id = FileId {
             device: 1,
             inode: 2,
         };
         let old = acks.open(Path::new("/x"), id, fp(), AckedOffset::START);
-        let t = acks.dispatch(old, 500, 500);
+        let t = acks.dispatch(old, 500, 500, 1);
         acks.forget(old);
         let _new = acks.open(Path::new("/x"), id, fp(), AckedOffset::START);
         acks.settle(t);
@@ -256,13 +269,13 @@ mod tests {
 
     #[test]
     fn closed_sources_still_settle_their_last_chunks() {
-        let acks = Acknowledger::new(Table::default(), 2);
+        let acks = Acknowledger::new(Table::default());
         let id = FileId {
             device: 1,
             inode: 3,
         };
         let key = acks.open(Path::new("/y"), id, fp(), AckedOffset::START);
-        let t = acks.dispatch(key, 42, 42);
+        let t = acks.dispatch(key, 42, 42, 2);
         acks.close(key, Instant::now());
         acks.settle(t);
         acks.settle(t);

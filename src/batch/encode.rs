@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn protobuf_matches_prost_and_groups_streams() {
-        let acks = Acknowledger::new(Table::default(), 1);
+        let acks = Acknowledger::new(Table::default());
         let long = "é".repeat(300);
         let batch = batch_of(
             &acks,
@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn json_plain_and_gzip() {
-        let acks = Acknowledger::new(Table::default(), 1);
+        let acks = Acknowledger::new(Table::default());
         let batch = batch_of(&acks, &[(&[("job", "a")], &["he said \"hi\"\t", "two"])]);
         for compression in [Compression::None, Compression::Gzip] {
             let mut enc = Encoder::new(Encoding::Json, compression, BTreeMap::new());

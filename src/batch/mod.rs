@@ -146,7 +146,7 @@ pub(crate) mod tests {
             });
             text.push('\n');
         }
-        let ticket = acks.dispatch(source, text.len() as u64, text.len() as u64);
+        let ticket = acks.dispatch(source, text.len() as u64, text.len() as u64, 1);
         Arc::new(Chunk {
             ticket,
             labels: labels.clone(),
@@ -157,7 +157,7 @@ pub(crate) mod tests {
 
     #[test]
     fn splits_chunks_at_the_byte_limit_and_settles_on_the_last_part() {
-        let acks = Acknowledger::new(Table::default(), 1);
+        let acks = Acknowledger::new(Table::default());
         let labels = Arc::new(LabelSet::new([("job", "x")]));
         let c = chunk(&acks, &labels, &["aaaa", "bbbb", "cccc"]);
         let now = Instant::now();
@@ -173,7 +173,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_empty_batch_takes_a_line_longer_than_the_limit() {
-        let acks = Acknowledger::new(Table::default(), 1);
+        let acks = Acknowledger::new(Table::default());
         let labels = Arc::new(LabelSet::new([("job", "x")]));
         let c = chunk(&acks, &labels, &["a very long line", "b"]);
         let mut batch = Batch::default();

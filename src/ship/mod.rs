@@ -5,6 +5,7 @@ pub mod loki;
 pub mod print;
 pub mod tls;
 
+use crate::acknowledge::Acknowledger;
 use crate::entry::Chunk;
 use crate::metrics::{HostLabel, Metrics};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub const CLIENT_QUEUE: usize = 8;
 /// hands on those already queued; on `abort`, it quits at once.
 pub async fn fan_out(
     mut chunks: mpsc::Receiver<Chunk>,
+    acks: Arc<Acknowledger>,
     clients: Vec<(String, mpsc::Sender<Arc<Chunk>>)>,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
@@ -46,6 +48,7 @@ pub async fn fan_out(
             chunk = chunks.recv() => chunk,
         };
         let Some(chunk) = chunk else { return };
+        acks.arm(chunk.ticket, clients.len() as u32);
         let chunk = Arc::new(chunk);
         for ((_, tx), fill) in clients.iter().zip(&fills) {
             let mut abort = abort.clone();

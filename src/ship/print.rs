@@ -40,6 +40,7 @@ pub fn run(
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     let mut written = Vec::new();
     while let Some(chunk) = chunks.blocking_recv() {
+        acks.arm(chunk.ticket, 1);
         write_chunk(&mut out, &chunk, color)?;
         written.push(chunk.ticket);
         // Flush when no more is waiting, then settle: a line counts as delivered once it has

@@ -561,7 +561,7 @@ impl Tailer {
             })
             .collect();
         tf.last_ts = Timestamp(base.0 + lines.len() as i64 - 1);
-        let ticket = self.acks.dispatch(tf.source, last.offset, tf.size);
+        let ticket = self.acks.reserve(tf.source, last.offset, tf.size);
         let chunk = Chunk {
             ticket,
             labels: tf.labels.clone(),

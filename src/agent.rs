@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::positions;
 use crate::server::{self, ServerState};
 use crate::ship::{self, CLIENT_QUEUE, loki::LokiClient};
+use crate::status::StatusBoard;
 use crate::tail::inbox::Inbox;
 use crate::tail::lines::LineLimit;
 use crate::tail::{TailOptions, Tailer};
@@ -56,6 +57,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let table = positions::load(&positions_path, config.positions.ignore_invalid_yaml)?;
     let acks = Arc::new(Acknowledger::new(table).with_metrics(metrics.clone()));
+    let status = Arc::new(StatusBoard::new());
     let clients = if print {
         vec![]
     } else {
@@ -63,7 +65,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             .clients
             .iter()
             .enumerate()
-            .map(|(i, c)| LokiClient::new(i, c, acks.clone(), metrics.clone()))
+            .map(|(i, c)| {
+                LokiClient::new(i, c, acks.clone(), metrics.clone())
+                    .map(|client| client.with_status(status.clone(), i as u64))
+            })
             .collect::<Result<Vec<_>, _>>()?
     };
     let targets = Targets::from_config(&config);
@@ -119,12 +124,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let inbox = Arc::new(Inbox::new());
     let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
     let tailer = {
-        let (inbox, acks, metrics, ready) =
-            (inbox.clone(), acks.clone(), metrics.clone(), ready.clone());
+        let (inbox, acks, metrics, ready, status) = (
+            inbox.clone(),
+            acks.clone(),
+            metrics.clone(),
+            ready.clone(),
+            status.clone(),
+        );
         std::thread::Builder::new()
             .name("tailer".into())
             .spawn(move || {
-                Tailer::new(tail_opts, targets, inbox, acks, chunk_tx, metrics).run(|files| {
+                let tailer = Tailer::new(tail_opts, targets, inbox, acks, chunk_tx, metrics)
+                    .with_status(status);
+                tailer.run(|files| {
                     ready.store(true, Ordering::Release);
                     tracing::info!(files, "tailing started");
                 });
@@ -169,7 +181,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let result = runtime.block_on(async {
         if let Some(listener) = listener {
-            let router = server::router(ServerState { metrics: metrics.clone(), ready: ready.clone() });
+            let router = server::router(ServerState {
+                metrics: metrics.clone(),
+                status: status.clone(),
+                acks: acks.clone(),
+                ready: ready.clone(),
+            });
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
                     tracing::error!(error = %e, "HTTP server failed");

@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod positions;
 pub mod server;
 pub mod ship;
+pub mod status;
 pub mod tail;

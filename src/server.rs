@@ -1,6 +1,8 @@
-//! The HTTP server: `/metrics` and `/ready`.
+//! The HTTP server: `/metrics`, `/ready`, `/targets` and `/api/v1/targets`.
 
+use crate::acknowledge::Acknowledger;
 use crate::metrics::Metrics;
+use crate::status::{self, StatusBoard};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -14,6 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Clone)]
 pub struct ServerState {
     pub metrics: Arc<Metrics>,
+    pub status: Arc<StatusBoard>,
+    pub acks: Arc<Acknowledger>,
     /// Set once the config is loaded and the targets run (even if no file matches yet).
     pub ready: Arc<AtomicBool>,
 }
@@ -22,6 +26,8 @@ pub fn router(state: ServerState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
+        .route("/targets", get(targets_page))
+        .route("/api/v1/targets", get(targets_json))
         .with_state(state)
 }
 
@@ -33,6 +39,21 @@ async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+async fn targets_page(State(state): State<ServerState>) -> impl IntoResponse {
+    let overview = state.status.overview(&state.acks);
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        status::render_html(&overview),
+    )
+}
+
+async fn targets_json(State(state): State<ServerState>) -> impl IntoResponse {
+    let overview = state.status.overview(&state.acks);
+    let body = serde_json::to_string_pretty(&overview)
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    ([(header::CONTENT_TYPE, "application/json")], body)
 }
 
 async fn ready(State(state): State<ServerState>) -> impl IntoResponse {

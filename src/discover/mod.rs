@@ -74,6 +74,9 @@ pub struct Target {
     include: Vec<Pattern>,
     exclude: Vec<Pattern>,
     labels: BTreeMap<String, String>,
+    /// `__path__` and `__path_exclude__` as written.
+    path: String,
+    exclude_text: Option<String>,
 }
 
 impl Target {
@@ -140,10 +143,25 @@ impl Targets {
                     include: compile(Some(path)),
                     exclude: compile(labels.get(PATH_EXCLUDE_LABEL)),
                     labels: all,
+                    path: path.clone(),
+                    exclude_text: labels.get(PATH_EXCLUDE_LABEL).cloned(),
                 });
             }
         }
         Targets { targets }
+    }
+
+    /// The targets as configured, for the status page.
+    pub fn describe(&self) -> Vec<crate::status::TargetInfo> {
+        self.targets
+            .iter()
+            .map(|t| crate::status::TargetInfo {
+                job: t.job.clone(),
+                labels: t.labels.clone(),
+                path: t.path.clone(),
+                exclude: t.exclude_text.clone(),
+            })
+            .collect()
     }
 
     pub fn get(&self, index: usize) -> Option<&Target> {

@@ -11,12 +11,13 @@ use crate::batch::encode::{Body, Encoder};
 use crate::config::{ClientConfig, Compression, Encoding};
 use crate::entry::Chunk;
 use crate::metrics::{HostLabel, HostReason, HostStatus, Metrics};
+use crate::status::{ClientStatus, StatusBoard, unix_seconds};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::{
     CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
 };
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 
 /// A client config that cannot be used.
@@ -44,6 +45,7 @@ pub struct LokiClient {
     acks: Arc<Acknowledger>,
     metrics: Arc<Metrics>,
     errors: ErrorLog,
+    status: Option<(Arc<StatusBoard>, u64)>,
 }
 
 /// Credentials, kept out of `Debug` output and sent as sensitive headers.
@@ -167,7 +169,24 @@ impl LokiClient {
             acks,
             metrics,
             errors: ErrorLog::default(),
+            status: None,
         })
+    }
+
+    /// Reports this client's state to the status page under `key`.
+    pub fn with_status(mut self, board: Arc<StatusBoard>, key: u64) -> LokiClient {
+        board.update_client(key, |c| {
+            c.url = self.url.to_string();
+            c.host = self.host.clone();
+        });
+        self.status = Some((board, key));
+        self
+    }
+
+    fn report(&self, f: impl FnOnce(&mut ClientStatus)) {
+        if let Some((board, key)) = &self.status {
+            board.update_client(*key, f);
+        }
     }
 
     /// The `host:port` the client pushes to (its metrics label).
@@ -204,6 +223,8 @@ impl LokiClient {
                 () = aborted(&abort) => return,
                 chunk = queue.recv() => match chunk {
                     Some(chunk) => {
+                        let fill = queue.len() as f64 / queue.max_capacity().max(1) as f64;
+                        self.report(|c| c.queue_fill = fill);
                         rest = batch.add(&chunk, 0, self.batch_size, Instant::now()).map(|r| (chunk, r));
                         if (rest.is_some() || batch.is_full(self.batch_size)) && !self.send(batch.take(), &abort).await {
                             return;
@@ -244,6 +265,19 @@ impl LokiClient {
                 () = aborted(abort) => return false,
                 outcome = self.push(&body) => outcome,
             };
+            let result = match &outcome {
+                Outcome::Delivered => "delivered".to_string(),
+                Outcome::RateLimited(_) => "429 rate limited".to_string(),
+                Outcome::Rejected(code, _) => format!("{code} rejected"),
+                Outcome::Retry(msg) => msg.chars().take(200).collect(),
+            };
+            let delivered = matches!(outcome, Outcome::Delivered);
+            self.report(|c| {
+                c.last_push = Some(unix_seconds(SystemTime::now()));
+                c.last_result = Some(result);
+                c.attempt = attempt;
+                c.retrying = !delivered;
+            });
             let status = match &outcome {
                 Outcome::Delivered => "2xx".to_string(),
                 Outcome::RateLimited(_) => "429".to_string(),
@@ -272,6 +306,7 @@ impl LokiClient {
                         .get_or_create(&host)
                         .inc_by(body.bytes.len() as u64);
                     self.errors.recovered(&self.host);
+                    self.report(|c| c.sent_entries += batch.entries() as u64);
                     self.settle(&batch);
                     return true;
                 }
@@ -351,6 +386,10 @@ impl LokiClient {
     }
 
     fn drop_batch(&self, batch: &Batch, reason: &str) {
+        self.report(|c| {
+            c.dropped_entries += batch.entries() as u64;
+            c.retrying = false;
+        });
         let label = HostReason {
             host: self.host.clone(),
             reason: reason.to_string(),

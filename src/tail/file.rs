@@ -50,6 +50,8 @@ impl FileCounters {
 #[derive(Debug)]
 pub(super) struct TailedFile {
     pub path: PathBuf,
+    /// Index of its target.
+    pub target: usize,
     pub counters: FileCounters,
     /// Its size when last looked at.
     pub size: u64,
@@ -67,6 +69,8 @@ pub(super) struct TailedFile {
     pub queued: bool,
     /// The last time it yielded bytes.
     pub last_active: Instant,
+    /// Whether it ever yielded bytes.
+    pub has_read: bool,
     /// When it left its path (rotated or removed); it is then drained and closed.
     pub gone_since: Option<Instant>,
 }
@@ -109,6 +113,7 @@ impl TailedFile {
         buf.truncate(base + got);
         self.read_pos += got as u64;
         self.last_active = Instant::now();
+        self.has_read |= got > 0;
         let split = self.splitter.split(buf, self.read_pos);
         Ok(Read1::Data {
             split,

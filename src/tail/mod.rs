@@ -29,6 +29,7 @@ use crate::discover::watch::Watcher;
 use crate::entry::{Chunk, Line, Timestamp};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::positions::{FileId, Fingerprint};
+use crate::status::{FileState, FileStatus, StatusBoard, unix_seconds};
 use file::{Read1, TailedFile};
 use inbox::{Inbox, Touch};
 use lines::{LineLimit, Split, Splitter};
@@ -37,7 +38,10 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often, at most, the tailer publishes its files to the status page.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 use tokio::sync::mpsc;
 
 /// How the tailer behaves; see the module docs.
@@ -97,6 +101,10 @@ pub struct Tailer {
     next_rescan: Instant,
     next_poll: Instant,
     stopped: bool,
+    status: Option<Arc<StatusBoard>>,
+    /// Something the status page shows changed since it was last published.
+    status_changed: bool,
+    next_status: Instant,
 }
 
 impl Tailer {
@@ -127,7 +135,63 @@ impl Tailer {
             next_rescan: now,
             next_poll: now,
             stopped: false,
+            status: None,
+            status_changed: false,
+            next_status: now,
         }
+    }
+
+    /// Publishes what files are read to the status page.
+    pub fn with_status(mut self, status: Arc<StatusBoard>) -> Tailer {
+        status.set_targets(self.targets.describe());
+        self.status = Some(status);
+        self
+    }
+
+    /// Publishes the files' state, at most once a second (and not at all while idle).
+    fn publish_status(&mut self, now: Instant) {
+        let Some(board) = &self.status else { return };
+        if !self.status_changed || now < self.next_status {
+            return;
+        }
+        self.status_changed = false;
+        self.next_status = now + STATUS_EVERY;
+        let wall = SystemTime::now();
+        let last_read = |at: Instant| unix_seconds(wall - now.duration_since(at));
+        let mut files: Vec<FileStatus> = Vec::with_capacity(self.live.len() + self.draining.len());
+        for (tf, state) in self
+            .live
+            .values()
+            .map(|tf| (tf, FileState::Reading))
+            .chain(self.draining.iter().map(|tf| (tf, FileState::Draining)))
+        {
+            files.push(FileStatus {
+                path: tf.path.to_string_lossy().into_owned(),
+                size: tf.size,
+                position: 0,
+                lag_bytes: 0,
+                last_read: tf.has_read.then(|| last_read(tf.last_active)),
+                state,
+                error: None,
+                id: Some(tf.id),
+                target: tf.target,
+            });
+        }
+        for (path, error) in &self.unreadable {
+            files.push(FileStatus {
+                path: path.to_string_lossy().into_owned(),
+                size: 0,
+                position: 0,
+                lag_bytes: 0,
+                last_read: None,
+                state: FileState::Unreadable,
+                error: Some(error.clone()),
+                id: None,
+                target: self.targets.find(path).unwrap_or(usize::MAX),
+            });
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        board.set_files(files);
     }
 
     /// Reads until shutdown is requested or the outputs go away. `on_started` runs once the
@@ -161,6 +225,7 @@ impl Tailer {
             }
             self.read_ready();
             self.drain(false);
+            self.publish_status(Instant::now());
         }
         tracing::debug!("tailer stopped");
     }
@@ -172,6 +237,9 @@ impl Tailer {
         }
         if !self.draining.is_empty() {
             wake = wake.min(Instant::now() + self.opts.poll_every);
+        }
+        if self.status_changed && self.status.is_some() {
+            wake = wake.min(self.next_status);
         }
         wake
     }
@@ -188,6 +256,7 @@ impl Tailer {
     /// Matches the globs again: new files are opened, known ones checked for rotation and
     /// truncation, and positions of long-gone files pruned.
     fn rescan(&mut self) {
+        self.status_changed = true;
         let now = Instant::now();
         self.next_rescan = now + self.opts.rescan_every;
         self.watcher.update(&self.targets.watch_roots());
@@ -286,6 +355,7 @@ impl Tailer {
 
     /// Opens a newly found file, from its position if one is remembered for it.
     fn add(&mut self, path: PathBuf, target: usize) {
+        self.status_changed = true;
         let Some(target_ref) = self.targets.get(target) else {
             return;
         };
@@ -324,6 +394,7 @@ impl Tailer {
         tracing::debug!(path = %path.display(), position = start.get(), size, "tailing file");
         let tf = TailedFile {
             labels: target_ref.labels_for(&path),
+            target,
             counters: file::FileCounters::new(&self.metrics, &path),
             size,
             path: path.clone(),
@@ -336,6 +407,7 @@ impl Tailer {
             last_ts: Timestamp(0),
             queued: false,
             last_active: Instant::now(),
+            has_read: false,
             gone_since: None,
         };
         self.ids.insert(id);
@@ -376,6 +448,7 @@ impl Tailer {
     }
 
     fn start_draining(&mut self, mut tf: TailedFile, why: &str) {
+        self.status_changed = true;
         tracing::info!(path = %tf.path.display(), why, "file left its path; reading what is left of it");
         self.metrics.rotations.inc();
         tf.gone_since = Some(Instant::now());
@@ -480,6 +553,7 @@ impl Tailer {
     }
 
     fn close(&mut self, tf: TailedFile) {
+        self.status_changed = true;
         tracing::debug!(path = %tf.path.display(), "closing file");
         self.acks.close(tf.source, Instant::now());
         self.ids.remove(&tf.id);
@@ -500,6 +574,7 @@ impl Tailer {
             Ok(Read1::Eof) => ReadResult::Done,
             Ok(Read1::Truncated { size }) => ReadResult::Truncated(size),
             Ok(Read1::Data { split, bytes, more }) => {
+                self.status_changed = true;
                 tf.counters.bytes.inc_by(bytes as u64);
                 if !tf.fingerprint.is_full()
                     && let Some(file) = tf.file.as_ref()

@@ -1,0 +1,331 @@
+//! What an operator sees on `/targets` and `/api/v1/targets`: each job's targets and files,
+//! and each client's state.
+//!
+//! The tailer publishes a snapshot of its files (at most a few times a second while busy,
+//! never while idle), clients publish each push result; positions are read from the
+//! acknowledger when a page is asked for, so they are always current.
+
+use crate::acknowledge::Acknowledger;
+use crate::positions::FileId;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
+
+/// What a file is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    /// Read within the last 10 seconds.
+    Reading,
+    /// Open, nothing new lately.
+    Idle,
+    /// Rotated away or deleted; being read to its end.
+    Draining,
+    /// Matched, but it cannot be opened (see `error`).
+    Unreadable,
+}
+
+/// One file, as the tailer last saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileStatus {
+    pub path: String,
+    pub size: u64,
+    /// Acknowledged position (filled in when the page is built).
+    pub position: u64,
+    /// Bytes not acknowledged yet.
+    pub lag_bytes: u64,
+    /// Unix seconds of the last read that returned data.
+    pub last_read: Option<f64>,
+    pub state: FileState,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub id: Option<FileId>,
+    #[serde(skip)]
+    pub target: usize,
+}
+
+/// One target (static config) and its files.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    pub labels: BTreeMap<String, String>,
+    pub path: String,
+    pub exclude: Option<String>,
+    pub files: Vec<FileStatus>,
+}
+
+/// One job and its targets.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub job: String,
+    pub targets: Vec<TargetStatus>,
+}
+
+/// A target as configured (without its files).
+#[derive(Debug, Clone)]
+pub struct TargetInfo {
+    pub job: String,
+    pub labels: BTreeMap<String, String>,
+    pub path: String,
+    pub exclude: Option<String>,
+}
+
+/// One client's state.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClientStatus {
+    pub url: String,
+    pub host: String,
+    /// How full its queue is, 0 to 1.
+    pub queue_fill: f64,
+    /// Unix seconds of the last push attempt.
+    pub last_push: Option<f64>,
+    /// `204`, another status code, or the connection error.
+    pub last_result: Option<String>,
+    /// Whether the batch in hand failed and is being retried.
+    pub retrying: bool,
+    /// Attempts made for the batch in hand.
+    pub attempt: u32,
+    pub sent_entries: u64,
+    pub dropped_entries: u64,
+}
+
+/// The whole page, as `/api/v1/targets` returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    pub jobs: Vec<JobStatus>,
+    pub clients: Vec<ClientStatus>,
+}
+
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    targets: Mutex<Vec<TargetInfo>>,
+    files: Mutex<Vec<FileStatus>>,
+    clients: Mutex<BTreeMap<u64, ClientStatus>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Unix seconds of a time.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl StatusBoard {
+    pub fn new() -> StatusBoard {
+        StatusBoard::default()
+    }
+
+    pub fn set_targets(&self, targets: Vec<TargetInfo>) {
+        *lock(&self.targets) = targets;
+    }
+
+    pub fn set_files(&self, files: Vec<FileStatus>) {
+        *lock(&self.files) = files;
+    }
+
+    /// Updates (or adds) the client with `key`.
+    pub fn update_client(&self, key: u64, f: impl FnOnce(&mut ClientStatus)) {
+        f(lock(&self.clients).entry(key).or_default());
+    }
+
+    pub fn remove_client(&self, key: u64) {
+        lock(&self.clients).remove(&key);
+    }
+
+    /// Everything, with current positions.
+    pub fn overview(&self, acks: &Acknowledger) -> Overview {
+        let targets = lock(&self.targets).clone();
+        let mut files = lock(&self.files).clone();
+        let now = unix_seconds(SystemTime::now());
+        acks.with_table(|table| {
+            for f in &mut files {
+                f.position = f.id.and_then(|id| table.offset(id)).unwrap_or(0);
+                f.lag_bytes = f.size.saturating_sub(f.position);
+                if f.state == FileState::Reading && f.last_read.is_none_or(|t| now - t > 10.0) {
+                    f.state = FileState::Idle;
+                }
+            }
+        });
+        let mut jobs: Vec<JobStatus> = Vec::new();
+        for (index, t) in targets.into_iter().enumerate() {
+            let target = TargetStatus {
+                labels: t.labels,
+                path: t.path,
+                exclude: t.exclude,
+                files: files
+                    .iter()
+                    .filter(|f| f.target == index)
+                    .cloned()
+                    .collect(),
+            };
+            match jobs.iter_mut().find(|j| j.job == t.job) {
+                Some(job) => job.targets.push(target),
+                None => jobs.push(JobStatus {
+                    job: t.job,
+                    targets: vec![target],
+                }),
+            }
+        }
+        let clients = lock(&self.clients).values().cloned().collect();
+        Overview { jobs, clients }
+    }
+}
+
+/// Escapes text for HTML.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn time_cell(t: Option<f64>, now: f64) -> String {
+    match t {
+        Some(t) => format!("{:.1} s ago", (now - t).max(0.0)),
+        None => "never".into(),
+    }
+}
+
+/// The `/targets` page: plain HTML, no script, no external assets.
+pub fn render_html(overview: &Overview) -> String {
+    use std::fmt::Write;
+    let now = unix_seconds(SystemTime::now());
+    let mut h = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>logferry targets</title>\n\
+         <style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}\
+         th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+         .reading{color:#070}.idle{color:#555}.draining{color:#a60}.unreadable{color:#b00}code{font-size:.95em}</style>\n\
+         </head><body>\n<h1>logferry targets</h1>\n",
+    );
+    for job in &overview.jobs {
+        let _ = writeln!(h, "<h2>Job <code>{}</code></h2>", esc(&job.job));
+        for t in &job.targets {
+            let labels: Vec<String> = t
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{}=\"{}\"", esc(k), esc(v)))
+                .collect();
+            let _ = writeln!(
+                h,
+                "<p>Target <code>{}</code>{} — labels <code>{{{}}}</code> — {} file(s)</p>",
+                esc(&t.path),
+                t.exclude
+                    .as_ref()
+                    .map(|e| format!(" minus <code>{}</code>", esc(e)))
+                    .unwrap_or_default(),
+                labels.join(", "),
+                t.files.len()
+            );
+            if t.files.is_empty() {
+                continue;
+            }
+            h.push_str("<table class=\"files\"><tr><th>file</th><th>state</th><th>position</th><th>size</th><th>lag (bytes)</th><th>last read</th></tr>\n");
+            for f in &t.files {
+                let state = match f.state {
+                    FileState::Reading => "reading",
+                    FileState::Idle => "idle",
+                    FileState::Draining => "rotated, draining",
+                    FileState::Unreadable => "unreadable",
+                };
+                let class = match f.state {
+                    FileState::Reading => "reading",
+                    FileState::Idle => "idle",
+                    FileState::Draining => "draining",
+                    FileState::Unreadable => "unreadable",
+                };
+                let error = f
+                    .error
+                    .as_ref()
+                    .map(|e| format!(": {}", esc(e)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    h,
+                    "<tr><td><code>{}</code></td><td class=\"{class}\">{state}{error}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                    esc(&f.path),
+                    f.position,
+                    f.size,
+                    f.lag_bytes,
+                    time_cell(f.last_read, now)
+                );
+            }
+            h.push_str("</table>\n");
+        }
+    }
+    h.push_str("<h2>Clients</h2>\n");
+    if overview.clients.is_empty() {
+        h.push_str("<p>No client: entries are printed to standard output.</p>\n");
+    } else {
+        h.push_str("<table class=\"clients\"><tr><th>url</th><th>queue</th><th>last push</th><th>result</th><th>retry</th><th>sent entries</th><th>dropped entries</th></tr>\n");
+        for c in &overview.clients {
+            let retry = if c.retrying {
+                format!("retrying (attempt {})", c.attempt)
+            } else {
+                "no".into()
+            };
+            let _ = writeln!(
+                h,
+                "<tr><td><code>{}</code></td><td class=\"n\">{:.0}%</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                esc(&c.url),
+                c.queue_fill * 100.0,
+                time_cell(c.last_push, now),
+                esc(c.last_result.as_deref().unwrap_or("none yet")),
+                retry,
+                c.sent_entries,
+                c.dropped_entries
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("<p><a href=\"/api/v1/targets\">JSON</a> · <a href=\"/metrics\">metrics</a></p>\n</body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::positions::Table;
+
+    #[test]
+    fn html_escapes_and_lists_files_and_clients() {
+        let board = StatusBoard::new();
+        board.set_targets(vec![TargetInfo {
+            job: "sys<tem>".into(),
+            labels: BTreeMap::from([("job".into(), "varlogs".into())]),
+            path: "/var/log/*log".into(),
+            exclude: None,
+        }]);
+        board.set_files(vec![FileStatus {
+            path: "/var/log/a&b.log".into(),
+            size: 100,
+            position: 0,
+            lag_bytes: 0,
+            last_read: None,
+            state: FileState::Idle,
+            error: None,
+            id: None,
+            target: 0,
+        }]);
+        board.update_client(1, |c| {
+            c.url = "http://l:3100/loki/api/v1/push".into();
+            c.last_result = Some("204".into());
+        });
+        let overview = board.overview(&Acknowledger::new(Table::default()));
+        assert_eq!(overview.jobs[0].targets[0].files[0].lag_bytes, 100);
+        let html = render_html(&overview);
+        assert!(html.contains("sys&lt;tem&gt;") && html.contains("/var/log/a&amp;b.log"));
+        assert!(html.contains("<td class=\"n\">100</td>") && html.contains("204"));
+        assert!(!html.contains("<script"));
+    }
+}

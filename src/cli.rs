@@ -45,6 +45,10 @@ pub struct Cli {
     #[arg(long = "log.format", value_name = "FORMAT", value_parser = ["logfmt", "json"])]
     pub log_format: Option<String>,
 
+    /// Serve POST /reload, which reloads the config file as SIGHUP does.
+    #[arg(long = "server.enable-runtime-reload", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true")]
+    pub enable_runtime_reload: bool,
+
     /// Print the version and exit.
     #[arg(long = "version", action = ArgAction::SetTrue)]
     pub version: bool,

@@ -41,10 +41,14 @@ fn main() -> ExitCode {
     if cli.print_config_stderr {
         eprint!("{}", config.to_yaml());
     }
-    match agent::run(RunOptions {
+    let options = RunOptions {
         config,
+        config_path: cli.config_file.clone(),
+        expand_env: cli.expand_env,
         dry_run: cli.dry_run,
-    }) {
+        reload_endpoint: cli.enable_runtime_reload,
+    };
+    match agent::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");

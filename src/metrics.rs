@@ -73,6 +73,10 @@ pub struct Metrics {
     pub batch_bytes: Family<HostLabel, Histogram, fn() -> Histogram>,
     pub queue_fill: Family<HostLabel, Gauge<f64, AtomicU64>>,
     pub positions_write_errors: Counter,
+    pub reload_success: Counter,
+    pub reload_failures: Counter,
+    pub last_reload_successful: Gauge,
+    pub last_reload_success_time: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -107,6 +111,10 @@ impl Metrics {
             batch_bytes: Family::new_with_constructor(batch_histogram),
             queue_fill: Family::default(),
             positions_write_errors: Counter::default(),
+            reload_success: Counter::default(),
+            reload_failures: Counter::default(),
+            last_reload_successful: Gauge::default(),
+            last_reload_success_time: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -202,6 +210,26 @@ impl Metrics {
                 "client_queue_fill_ratio",
                 "How full each client's queue is (0 to 1)",
                 m.queue_fill.clone(),
+            );
+            r.register(
+                "config_reload_success",
+                "Config reloads that took effect",
+                m.reload_success.clone(),
+            );
+            r.register(
+                "config_reload_fail",
+                "Config reloads rejected (the old config kept running)",
+                m.reload_failures.clone(),
+            );
+            r.register(
+                "config_last_reload_successful",
+                "Whether the last reload took effect (1) or was rejected (0)",
+                m.last_reload_successful.clone(),
+            );
+            r.register(
+                "config_last_reload_success_timestamp_seconds",
+                "When the config was last loaded successfully (start or reload)",
+                m.last_reload_success_time.clone(),
             );
             r.register(
                 "positions_write_errors",

@@ -1,4 +1,4 @@
-//! The HTTP server: `/metrics`, `/ready`, `/targets` and `/api/v1/targets`.
+//! The HTTP server: `/metrics`, `/ready`, `/targets`, `/api/v1/targets` and `POST /reload`.
 
 use crate::acknowledge::Acknowledger;
 use crate::metrics::Metrics;
@@ -7,10 +7,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{mpsc, oneshot};
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -18,6 +19,8 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     pub status: Arc<StatusBoard>,
     pub acks: Arc<Acknowledger>,
+    /// Where `POST /reload` asks for a reload; None when the endpoint is not enabled.
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
     /// Set once the config is loaded and the targets run (even if no file matches yet).
     pub ready: Arc<AtomicBool>,
 }
@@ -28,6 +31,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/ready", get(ready))
         .route("/targets", get(targets_page))
         .route("/api/v1/targets", get(targets_json))
+        .route("/reload", post(reload))
         .with_state(state)
 }
 
@@ -54,6 +58,34 @@ async fn targets_json(State(state): State<ServerState>) -> impl IntoResponse {
     let body = serde_json::to_string_pretty(&overview)
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// A reload asked for over HTTP, answered with the outcome.
+pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+
+async fn reload(State(state): State<ServerState>) -> impl IntoResponse {
+    let Some(requests) = state.reload else {
+        return (
+            StatusCode::FORBIDDEN,
+            "reloading over HTTP is off; start logferry with -server.enable-runtime-reload\n"
+                .to_string(),
+        );
+    };
+    let (reply, outcome) = oneshot::channel();
+    if requests.send(reply).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_string(),
+        );
+    }
+    match outcome.await {
+        Ok(Ok(())) => (StatusCode::OK, "config reloaded\n".to_string()),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("config rejected: {e}\n")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_string(),
+        ),
+    }
 }
 
 async fn ready(State(state): State<ServerState>) -> impl IntoResponse {

@@ -11,8 +11,14 @@ pub type Ignored = Option<serde_yaml_ng::Value>;
 
 /// A key Promtail has and logferry does not run yet: present at all, it is an error, so a
 /// config never silently loses what it asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Unsupported {}
+
+impl PartialEq for Unsupported {
+    fn eq(&self, _: &Self) -> bool {
+        match *self {}
+    }
+}
 
 impl<'de> Deserialize<'de> for Unsupported {
     fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
@@ -229,7 +235,7 @@ impl Default for PositionsConfig {
 }
 
 /// One entry of `clients:` — a Loki push endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub url: String,
@@ -288,7 +294,7 @@ impl ClientConfig {
 }
 
 /// `backoff_config:` of a client.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackoffConfig {
     pub min_period: GoDuration,
@@ -307,7 +313,7 @@ impl Default for BackoffConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     pub username: String,
@@ -317,7 +323,7 @@ pub struct BasicAuth {
     pub password_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,8 @@
 //! Shipping: where chunks go once read. Every output settles each chunk it is given exactly
 //! once, after delivering it (or deciding for good to drop it).
+//!
+//! The fan-out hands every chunk to every current output. A config reload swaps the list of
+//! outputs; an output that was removed gets no new chunks and finishes with what it holds.
 
 pub mod loki;
 pub mod print;
@@ -11,30 +14,31 @@ use crate::metrics::{HostLabel, Metrics};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
-/// Chunks each client may hold queued (each at most one read, 256 KiB): with the batch being
-/// built and the request in flight, this bounds a client's memory.
-pub const CLIENT_QUEUE: usize = 8;
+/// Chunks each output may hold queued (each at most one read, 256 KiB): with the batch being
+/// built and the request in flight, this bounds an output's memory.
+pub const OUTPUT_QUEUE: usize = 8;
 
-/// Hands every chunk to every client, waiting for the slowest: a client that cannot keep up
+/// An output as the fan-out sees it: its queue.
+#[derive(Debug, Clone)]
+pub struct OutputHandle {
+    /// Unique for the life of the process; kept by outputs that survive a reload.
+    pub key: u64,
+    /// The metrics label (`host:port`, or `stdout`).
+    pub name: String,
+    pub queue: mpsc::Sender<Arc<Chunk>>,
+}
+
+/// Hands every chunk to every output, waiting for the slowest: an output that cannot keep up
 /// holds back reading rather than losing lines. On `stop`, it stops taking new chunks and
 /// hands on those already queued; on `abort`, it quits at once.
 pub async fn fan_out(
     mut chunks: mpsc::Receiver<Chunk>,
     acks: Arc<Acknowledger>,
-    clients: Vec<(String, mpsc::Sender<Arc<Chunk>>)>,
+    mut outputs: watch::Receiver<Vec<OutputHandle>>,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
 ) {
-    let fills: Vec<_> = clients
-        .iter()
-        .map(|(host, _)| {
-            metrics
-                .queue_fill
-                .get_or_create(&HostLabel { host: host.clone() })
-                .clone()
-        })
-        .collect();
     let mut stopping = false;
     loop {
         let chunk = tokio::select! {
@@ -48,17 +52,42 @@ pub async fn fan_out(
             chunk = chunks.recv() => chunk,
         };
         let Some(chunk) = chunk else { return };
-        acks.arm(chunk.ticket, clients.len() as u32);
+        let current = outputs.borrow_and_update().clone();
+        acks.arm(chunk.ticket, current.len() as u32);
         let chunk = Arc::new(chunk);
-        for ((_, tx), fill) in clients.iter().zip(&fills) {
+        for output in &current {
             let mut abort = abort.clone();
-            tokio::select! {
+            let sent = tokio::select! {
                 biased;
                 _ = abort.wait_for(|v| *v) => return,
-                sent = tx.send(chunk.clone()) => if sent.is_err() { return },
+                // A reload removed this output while it was full: it will never take the
+                // chunk, so it settles it as gone.
+                () = removed(&mut outputs, output.key) => false,
+                sent = output.queue.send(chunk.clone()) => sent.is_ok(),
+            };
+            if !sent {
+                acks.settle(chunk.ticket);
+                continue;
             }
-            let used = tx.max_capacity() - tx.capacity();
-            fill.set(used as f64 / tx.max_capacity().max(1) as f64);
+            let used = output.queue.max_capacity() - output.queue.capacity();
+            metrics
+                .queue_fill
+                .get_or_create(&HostLabel {
+                    host: output.name.clone(),
+                })
+                .set(used as f64 / output.queue.max_capacity().max(1) as f64);
+        }
+    }
+}
+
+/// Resolves once the output `key` is no longer among the outputs.
+async fn removed(outputs: &mut watch::Receiver<Vec<OutputHandle>>, key: u64) {
+    loop {
+        if !outputs.borrow().iter().any(|o| o.key == key) {
+            return;
+        }
+        if outputs.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }

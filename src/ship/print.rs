@@ -32,7 +32,7 @@ pub fn write_chunk(out: &mut impl Write, chunk: &Chunk, color: bool) -> std::io:
 /// Prints chunks until the tailer stops sending; returns an error when standard output
 /// fails (a closed pipe, say).
 pub fn run(
-    mut chunks: mpsc::Receiver<Chunk>,
+    mut chunks: mpsc::Receiver<Arc<Chunk>>,
     acks: Arc<Acknowledger>,
     color: bool,
 ) -> std::io::Result<()> {
@@ -40,7 +40,6 @@ pub fn run(
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     let mut written = Vec::new();
     while let Some(chunk) = chunks.blocking_recv() {
-        acks.arm(chunk.ticket, 1);
         write_chunk(&mut out, &chunk, color)?;
         written.push(chunk.ticket);
         // Flush when no more is waiting, then settle: a line counts as delivered once it has

@@ -3,6 +3,8 @@
 //! Filesystem events are merged per path as they arrive, so however busy the files and however
 //! long the tailer is held up by a slow output, the inbox holds at most one entry per path.
 
+use super::TailOptions;
+use crate::discover::Targets;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -23,6 +25,8 @@ pub struct News {
     pub touched: HashMap<PathBuf, Touch>,
     pub rescan: bool,
     pub shutdown: bool,
+    /// New targets and options from a config reload.
+    pub retarget: Option<(Targets, TailOptions)>,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +59,12 @@ impl Inbox {
         self.wake.notify_one();
     }
 
+    /// The config was reloaded: read these targets from now on.
+    pub fn retarget(&self, targets: Targets, options: TailOptions) {
+        self.lock().retarget = Some((targets, options));
+        self.wake.notify_one();
+    }
+
     /// The tailer should stop.
     pub fn shutdown(&self) {
         self.lock().shutdown = true;
@@ -68,7 +78,12 @@ impl Inbox {
     /// Waits up to `timeout` for news and takes it (shutdown stays set once set).
     pub fn wait(&self, timeout: Duration) -> News {
         let mut news = self.lock();
-        if news.touched.is_empty() && !news.rescan && !news.shutdown && !timeout.is_zero() {
+        if news.touched.is_empty()
+            && !news.rescan
+            && !news.shutdown
+            && news.retarget.is_none()
+            && !timeout.is_zero()
+        {
             news = self
                 .wake
                 .wait_timeout(news, timeout)

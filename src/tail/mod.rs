@@ -148,6 +148,42 @@ impl Tailer {
         self
     }
 
+    /// Switches to the targets of a reloaded config. Files still matched keep their open file
+    /// and position (their labels follow the new config); files no longer matched are closed
+    /// once what was read of them is delivered; new matches are opened by the rescan.
+    fn retarget(&mut self, targets: Targets, options: TailOptions) {
+        self.targets = targets;
+        self.opts = TailOptions {
+            max_open_files: self.opts.max_open_files,
+            ..options
+        };
+        let paths: Vec<PathBuf> = self.live.keys().cloned().collect();
+        for path in paths {
+            match self.targets.find(&path) {
+                Some(index) => {
+                    let labels = self.targets.get(index).map(|t| t.labels_for(&path));
+                    if let (Some(tf), Some(labels)) = (self.live.get_mut(&path), labels) {
+                        tf.target = index;
+                        if tf.labels != labels {
+                            tf.labels = labels;
+                        }
+                    }
+                }
+                None => {
+                    if let Some(tf) = self.live.remove(&path) {
+                        tracing::info!(path = %path.display(), "no target matches the file any more; closing it");
+                        self.close(tf);
+                    }
+                }
+            }
+        }
+        self.ready.retain(|p| self.live.contains_key(p));
+        if let Some(board) = &self.status {
+            board.set_targets(self.targets.describe());
+        }
+        self.rescan();
+    }
+
     /// Publishes the files' state, at most once a second (and not at all while idle).
     fn publish_status(&mut self, now: Instant) {
         let Some(board) = &self.status else { return };
@@ -209,6 +245,9 @@ impl Tailer {
             let news = self.inbox.wait(timeout);
             if news.shutdown {
                 break;
+            }
+            if let Some((targets, options)) = news.retarget {
+                self.retarget(targets, options);
             }
             for (path, touch) in news.touched {
                 match touch {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod discover;
 pub mod entry;
 pub mod labels;
+pub mod logging;
 pub mod metrics;
 pub mod positions;
 pub mod server;

@@ -61,23 +61,13 @@ fn main() -> ExitCode {
 fn init_logging(cli: &Cli, config: &Config) {
     let level = cli
         .log_level
-        .clone()
-        .or_else(|| config.server.log_level.clone())
-        .unwrap_or_else(|| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOGFERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("logferry={level},warn")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let json = cli
+        .as_deref()
+        .or(config.server.log_level.as_deref())
+        .unwrap_or("info");
+    let format = cli
         .log_format
         .as_deref()
         .or(config.server.log_format.as_deref())
-        == Some("json");
-    if json {
-        builder.json().init();
-    } else {
-        builder.with_ansi(false).init();
-    }
+        .unwrap_or("logfmt");
+    logferry::logging::init(level, format);
 }

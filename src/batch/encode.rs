@@ -300,7 +300,10 @@ mod tests {
         nanos: i32,
     }
 
-    fn batch_of(acks: &Acknowledger, streams: &[(&[(&str, &str)], &[&str])]) -> Batch {
+    /// Streams as (labels, lines).
+    type Streams<'a> = &'a [(&'a [(&'a str, &'a str)], &'a [&'a str])];
+
+    fn batch_of(acks: &Acknowledger, streams: Streams<'_>) -> Batch {
         let mut batch = Batch::default();
         for (labels, lines) in streams {
             let labels = Arc::new(LabelSet::new(labels.iter().copied()));

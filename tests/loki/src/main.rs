@@ -1,1 +1,171 @@
-fn main() {}
+//! `loki-receiver`: runs the test Loki receiver standalone, for manual
+//! end-to-end benchmarks.
+//!
+//! ```text
+//! loki-receiver [--listen 127.0.0.1:3100] [--count-only] [--tenant-required]
+//! ```
+//!
+//! Prints a one-line summary to stderr every second and once more on SIGINT
+//! or SIGTERM, then exits.
+
+use anyhow::{Context as _, bail};
+use loki_receiver::{Receiver, Stats};
+use std::net::{SocketAddr, ToSocketAddrs as _};
+
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: loki-receiver [--listen ADDR:PORT] [--count-only] [--tenant-required]
+
+  --listen ADDR:PORT   loopback address to listen on (default 127.0.0.1:3100)
+  --count-only         only count entries and bytes (no storing), for benchmarks
+  --tenant-required    answer 401 to pushes without an X-Scope-OrgID header";
+
+/// Parsed command line.
+struct Args {
+    listen: SocketAddr,
+    count_only: bool,
+    tenant_required: bool,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<Args>> {
+    let mut listen = String::from("127.0.0.1:3100");
+    let mut count_only = false;
+    let mut tenant_required = false;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--count-only" => count_only = true,
+            "--tenant-required" => tenant_required = true,
+            "--listen" => listen = args.next().context("--listen needs an address")?,
+            other => match other.strip_prefix("--listen=") {
+                Some(v) => listen = v.to_string(),
+                None => bail!("unknown argument {other:?}\n\n{USAGE}"),
+            },
+        }
+    }
+    let addrs: Vec<SocketAddr> = listen
+        .to_socket_addrs()
+        .with_context(|| format!("bad listen address {listen:?}"))?
+        .collect();
+    let Some(addr) = addrs.first().copied() else {
+        bail!("listen address {listen:?} resolves to nothing");
+    };
+    if let Some(bad) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        bail!("refusing to listen on {listen} ({bad}): only loopback addresses are allowed");
+    }
+    Ok(Some(Args {
+        listen: addr,
+        count_only,
+        tenant_required,
+    }))
+}
+
+fn summary(stats: &Stats, prev: &Stats, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let failed: u64 = stats
+        .responses
+        .iter()
+        .filter(|(code, _)| **code >= 300)
+        .map(|(_, n)| n)
+        .sum();
+    format!(
+        "loki-receiver: entries={} line_bytes={} requests={} non_2xx={} rejected_entries={} \
+         | {:.0} entries/s {:.2} MiB/s {:.1} req/s",
+        stats.entries,
+        stats.line_bytes,
+        stats.requests,
+        failed,
+        stats.rejected_entries,
+        (stats.entries - prev.entries) as f64 / secs,
+        (stats.line_bytes - prev.line_bytes) as f64 / secs / (1024.0 * 1024.0),
+        (stats.requests - prev.requests) as f64 / secs,
+    )
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loki-receiver: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let Some(args) = parse_args(std::env::args().skip(1))? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    let receiver = Receiver::builder()
+        .listen(args.listen)
+        .count_only(args.count_only)
+        .require_tenant(args.tenant_required)
+        .try_start()
+        .with_context(|| format!("starting the receiver on {}", args.listen))?;
+    eprintln!(
+        "loki-receiver: listening on {} (count_only={}, tenant_required={})",
+        receiver.url(),
+        args.count_only,
+        args.tenant_required
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        let mut prev = receiver.stats();
+        let mut prev_at = Instant::now();
+        loop {
+            let stop = tokio::select! {
+                _ = tick.tick() => false,
+                _ = sigint.recv() => true,
+                _ = sigterm.recv() => true,
+            };
+            let stats = receiver.stats();
+            eprintln!("{}", summary(&stats, &prev, prev_at.elapsed()));
+            if stop {
+                return anyhow::Ok(());
+            }
+            prev = stats;
+            prev_at = Instant::now();
+        }
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(list: &[&str]) -> anyhow::Result<Option<Args>> {
+        parse_args(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let a = parse(&[]).unwrap().unwrap();
+        assert_eq!(a.listen, "127.0.0.1:3100".parse().unwrap());
+        assert!(!a.count_only && !a.tenant_required);
+        let a = parse(&["--listen", "[::1]:0", "--count-only", "--tenant-required"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.listen, "[::1]:0".parse().unwrap());
+        assert!(a.count_only && a.tenant_required);
+        assert!(parse(&["--listen=localhost:3100"]).unwrap().is_some());
+        assert!(parse(&["--help"]).unwrap().is_none());
+    }
+
+    #[test]
+    fn refuses_non_loopback() {
+        assert!(parse(&["--listen", "0.0.0.0:3100"]).is_err());
+        assert!(parse(&["--listen", "10.1.2.3:3100"]).is_err());
+        assert!(parse(&["--listen", "[::]:3100"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+    }
+}

@@ -11,6 +11,7 @@ pub mod config;
 pub mod discover;
 pub mod entry;
 pub mod labels;
+pub mod pipeline;
 pub mod positions;
 pub mod ship;
 pub mod tail;

@@ -5,6 +5,7 @@
 //! which directories must be watched so that a new match is noticed at once
 //! ([`Targets::watch_roots`]). The [`watch`] module turns those into one inotify watcher.
 
+pub mod relabel;
 pub mod watch;
 
 use crate::config::{Config, PATH_EXCLUDE_LABEL, PATH_LABEL};

@@ -226,3 +226,297 @@ fn nginx_pipeline_end_to_end() {
     assert_eq!(out.labels["status"], "200");
     assert_eq!(out.timestamp, Timestamp(1_711_012_532_000_000_000));
 }
+
+#[test]
+fn docs_output_example() {
+    let yaml = "
+- json:
+    expressions:
+      user: user
+      message: message
+- labels:
+    user:
+- output:
+    source: message
+";
+    let out = run_one(yaml, r#"{"user": "alexis", "message": "hello, world!"}"#);
+    assert_eq!(out.line, "hello, world!");
+    assert_eq!(out.labels["user"], "alexis");
+}
+
+#[test]
+fn docs_labels_and_static_labels_examples() {
+    let yaml = "
+- json:
+    expressions:
+      stream: stream
+- labels:
+    stream:
+- static_labels:
+    custom_key: custom_val
+";
+    let out = run_one(
+        yaml,
+        r#"{"log":"log message\n","stream":"stderr","time":"2019-04-30T02:12:41.8443515Z"}"#,
+    );
+    assert_eq!(out.labels["stream"], "stderr");
+    assert_eq!(out.labels["custom_key"], "custom_val");
+}
+
+#[test]
+fn docs_decolorize_example() {
+    // The docs' line, with the `m` its first color code needs.
+    let out = run_one(
+        "- decolorize:",
+        "[2022-11-04 22:17:57.811] \u{1b}[0;32mhttp\u{1b}[0m: GET /_health (0 ms) 204",
+    );
+    assert_eq!(
+        out.line,
+        "[2022-11-04 22:17:57.811] http: GET /_health (0 ms) 204"
+    );
+}
+
+#[test]
+fn docs_structured_metadata_example() {
+    let yaml = "
+- json:
+    expressions:
+      stream: stream
+      traceID: traceID
+- labels:
+    stream:
+- structured_metadata:
+    traceID:
+";
+    let out = run_one(
+        yaml,
+        r#"{"log":"log message\n","stream":"stderr","traceID":"0242ac120002","time":"2019-04-30T02:12:41.8443515Z"}"#,
+    );
+    assert_eq!(out.labels["stream"], "stderr");
+    assert_eq!(out.structured_metadata["traceID"], "0242ac120002");
+    assert!(!out.labels.contains_key("traceID"));
+}
+
+#[test]
+fn docs_sampling_in_match() {
+    let yaml = r#"
+- json:
+    expressions:
+      app:
+- labels:
+    app:
+- match:
+    pipeline_name: "app2"
+    selector: '{app="poki"}'
+    stages:
+    - sampling:
+        rate: 0
+"#;
+    let (out, dropped) = run_lines(yaml, &[r#"{"app":"poki"}"#, r#"{"app":"other"}"#]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(dropped, vec![(0, "sampling_stage".to_string())]);
+}
+
+#[test]
+fn docs_tenant_from_json() {
+    let yaml = "
+- json:
+    expressions:
+      customer_id: customer_id
+- tenant:
+    source: customer_id
+";
+    let out = run_one(
+        yaml,
+        r#"{"customer_id":"1","log":"log message\n","stream":"stderr","time":"2019-04-30T02:12:41.8443515Z"}"#,
+    );
+    assert_eq!(out.labels[TENANT_LABEL], "1");
+}
+
+/// Runs a fixture file through its `pipeline.yaml`, one entry per line (origin = line index).
+fn fixture(dir: &str, file: &str) -> (Vec<Entry>, Vec<(u64, String)>, usize) {
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(dir);
+    let yaml = std::fs::read_to_string(base.join("pipeline.yaml")).expect("pipeline.yaml");
+    let text = std::fs::read_to_string(base.join(file)).expect("fixture");
+    let labels: BTreeMap<String, String> = [
+        ("job".to_string(), dir.to_string()),
+        ("filename".to_string(), format!("/var/log/{file}")),
+    ]
+    .into_iter()
+    .collect();
+    let lines: Vec<&str> = text
+        .strip_suffix('\n')
+        .unwrap_or(&text)
+        .split('\n')
+        .collect();
+    let entries: Vec<Entry> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Entry::new(Timestamp(i as i64), *l, labels.clone(), i as u64))
+        .collect();
+    let (out, dropped) = run_entries(&yaml, entries);
+    (out, dropped, lines.len())
+}
+
+#[test]
+fn fixture_nginx() {
+    let (out, _, n) = fixture("nginx", "access.log");
+    assert_eq!(out.len(), n);
+    let parsed = out
+        .iter()
+        .filter(|e| e.labels.contains_key("method"))
+        .count();
+    assert_eq!(
+        parsed,
+        n - 1,
+        "all but the TLS handshake line have a method"
+    );
+    assert!(
+        out.iter()
+            .all(|e| e.timestamp.0 > 1_700_000_000_000_000_000)
+    );
+    let quoted = out.last().unwrap();
+    assert_eq!(
+        quoted.extracted["http_user_agent"],
+        serde_json::json!(r#"Mozilla/5.0 \"quoted\" agent"#)
+    );
+}
+
+#[test]
+fn fixture_apache() {
+    let (out, _, n) = fixture("apache", "access.log");
+    assert_eq!(out.len(), n);
+    assert!(out.iter().all(|e| e.labels.contains_key("status")));
+    assert_eq!(out[n - 1].timestamp, Timestamp(948_826_801_000_000_000));
+    assert!(
+        out.iter()
+            .any(|e| e.extracted["size"] == serde_json::json!("-"))
+    );
+}
+
+#[test]
+fn fixture_syslog() {
+    let (out, _, n) = fixture("syslog", "syslog");
+    assert_eq!(out.len(), n);
+    assert!(out.iter().all(|e| e.labels.contains_key("app")));
+    let this_year = chrono::Datelike::year(&chrono::Utc::now());
+    let t = out[0].timestamp.0 / 1_000_000_000;
+    let year = chrono::Datelike::year(&chrono::DateTime::from_timestamp(t, 0).unwrap());
+    assert!((this_year - 1..=this_year + 1).contains(&year));
+    assert_eq!(out[n - 2].timestamp, Timestamp(1_711_016_401_003_000_000));
+    assert_eq!(out[n - 1].labels["app"], "evntslog");
+}
+
+#[test]
+fn fixture_docker_rejoins_split_lines() {
+    let (out, _, n) = fixture("docker", "container-json.log");
+    // 3 pieces of the long line become 1; the stderr line split in two becomes 1.
+    assert_eq!(out.len(), n - 2 - 1);
+    let big = out.iter().find(|e| e.line.starts_with("BIG ")).unwrap();
+    assert_eq!(big.line.len(), 40_001);
+    assert!(big.line.ends_with('\n'));
+    assert_eq!(big.labels["stream"], "stdout");
+    assert_eq!(big.origin, 5, "the last piece's origin");
+    // The stderr line written between the pieces comes out before the joined line.
+    let between = out
+        .iter()
+        .position(|e| e.line == "stderr line in between\n")
+        .unwrap();
+    let joined = out.iter().position(|e| e.line.starts_with("BIG ")).unwrap();
+    assert!(between < joined);
+    assert!(
+        out.iter()
+            .any(|e| e.line == "exactly at a split with trailing text and its rest\n")
+    );
+    assert!(
+        out.iter()
+            .any(|e| e.line.contains("ünïcode ✓ \u{7} bell and <html>"))
+    );
+    assert!(
+        out.iter()
+            .all(|e| e.timestamp.0 > 1_700_000_000_000_000_000)
+    );
+}
+
+#[test]
+fn fixture_cri_joins_partial_lines() {
+    let (out, _, n) = fixture("cri", "container.log");
+    assert_eq!(out.len(), n - 4);
+    let long = out.iter().find(|e| e.line.starts_with("AAAA")).unwrap();
+    assert_eq!(
+        long.line.len(),
+        16384 * 2 + "the end of the long line".len()
+    );
+    assert_eq!(long.labels["stream"], "stdout");
+    assert!(out.iter().any(|e| e.line == "short partial and full"));
+    assert!(out.iter().any(|e| e.line == "partial on stderr, completed"));
+    assert!(out.iter().any(|e| e.line.is_empty()));
+}
+
+#[test]
+fn fixture_java_stack_traces() {
+    let (out, _, _) = fixture("java", "app.log");
+    let lines: Vec<&str> = out.iter().map(|e| e.line.as_str()).collect();
+    assert_eq!(out.len(), 7, "{lines:#?}");
+    let trace = &out[3];
+    assert!(
+        trace
+            .line
+            .contains("Caused by: java.sql.SQLTransactionRollbackException")
+    );
+    assert!(trace.line.ends_with("\t... 4 more"));
+    assert_eq!(trace.labels["level"], "ERROR");
+    assert!(
+        trace.extracted["msg"]
+            .as_str()
+            .unwrap()
+            .contains("OrderService.java:118")
+    );
+    // 10:15:41,250 in Paris (UTC+1 in March 2024).
+    assert_eq!(trace.timestamp, Timestamp(1_711_012_541_250_000_000));
+}
+
+#[test]
+fn fixture_json() {
+    let (out, _, n) = fixture("json", "app.log");
+    assert_eq!(out.len(), n);
+    assert_eq!(out[0].line, "server started");
+    assert_eq!(out[2].extracted["user_id"], serde_json::json!(42));
+    assert_eq!(
+        out[4].extracted["grpc_method"],
+        serde_json::json!("/orders.v1.Orders/Get")
+    );
+    assert_eq!(out[6].timestamp, Timestamp(1_711_016_143_000_000_000));
+    assert!(
+        !out[7].labels.contains_key("level"),
+        "a null level makes no label"
+    );
+    // The lines that are not JSON objects pass unchanged.
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/json/app.log"),
+    )
+    .unwrap();
+    let input: Vec<&str> = text.lines().collect();
+    for i in n - 3..n {
+        assert_eq!(out[i].line, input[i]);
+        assert!(!out[i].labels.contains_key("level"));
+    }
+}
+
+#[test]
+fn fixture_logfmt() {
+    let (out, _, n) = fixture("logfmt", "app.log");
+    assert_eq!(out.len(), n);
+    assert_eq!(
+        out[2].extracted["msg"],
+        serde_json::json!("request failed: \"already shipped\"")
+    );
+    assert_eq!(out[2].labels["level"], "error");
+    assert_eq!(out[3].extracted["msg"], serde_json::json!("unicode ✓ ✓"));
+    assert_eq!(out[4].labels["level"], "WARN");
+    // A bad line keeps what came before the error.
+    assert_eq!(out[5].labels["level"], "info");
+    assert!(!out[6].labels.contains_key("level"));
+}

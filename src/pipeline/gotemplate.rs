@@ -344,7 +344,7 @@ fn lex_number(s: &str) -> Result<(Value, usize), String> {
         }
     }
     if i < b.len() && is_alnum(b[i]) {
-        return Err(format!("bad number syntax: {:?}", &s[..=i]));
+        return Err(format!("bad number syntax: {:?}", &s[..i]));
     }
     let text: String = s[..i].chars().filter(|c| *c != '_').collect();
     if i == start_digits {
@@ -893,6 +893,7 @@ impl Exec<'_> {
                     (Value::str(k), e)
                 })
                 .collect(),
+            Value::Int(n) if *n > 1 << 20 => return Err(format!("range over {n} is too long")),
             Value::Int(n) => (0..*n).map(|i| (Value::Int(i), Value::Int(i))).collect(),
             Value::Missing | Value::Nil => vec![],
             other => {
@@ -2921,7 +2922,7 @@ fn sprintf(f: &str, args: &[Value], data: &dyn Data) -> String {
         }
         let mut width: Option<usize> = None;
         while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-            width = Some(width.unwrap_or(0) * 10 + d as usize);
+            width = Some((width.unwrap_or(0) * 10 + d as usize).min(1 << 16));
             chars.next();
         }
         let mut prec: Option<usize> = None;
@@ -2929,7 +2930,7 @@ fn sprintf(f: &str, args: &[Value], data: &dyn Data) -> String {
             chars.next();
             prec = Some(0);
             while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-                prec = Some(prec.unwrap_or(0) * 10 + d as usize);
+                prec = Some((prec.unwrap_or(0) * 10 + d as usize).min(1 << 10));
                 chars.next();
             }
         }

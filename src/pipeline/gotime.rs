@@ -444,7 +444,7 @@ fn parse_nanoseconds(value: &str, nbytes: usize) -> Result<u32, String> {
         return Err("bad fractional second".into());
     }
     let nbytes = nbytes.min(10);
-    let digits = &value[1..nbytes];
+    let digits = value.get(1..nbytes).ok_or("bad fractional second")?;
     if !digits.bytes().all(|c| c.is_ascii_digit()) {
         return Err("bad fractional second".into());
     }
@@ -701,7 +701,7 @@ impl Layout {
                     } else {
                         ("pm", "am")
                     };
-                    match &v[..2] {
+                    match v.get(..2).unwrap_or("") {
                         x if x == p => pm = true,
                         x if x == a => am = true,
                         _ => return Err(fail()),
@@ -731,7 +731,9 @@ impl Layout {
                         zone = ZoneSeen::Utc;
                         continue;
                     }
-                    let b = v.as_bytes();
+                    // Only ASCII can make an offset (and slicing stays on char boundaries).
+                    let ascii = v.bytes().take(9).take_while(u8::is_ascii).count();
+                    let b = &v.as_bytes()[..ascii];
                     let (sign, hh, mm, ss, rest): (u8, &str, &str, &str, &str) = match std {
                         Std::Iso8601ColonTZ | Std::NumColonTZ => {
                             if b.len() < 6 || b[3] != b':' {
@@ -801,7 +803,7 @@ impl Layout {
                 }
                 Std::FracSecond0(n, _) => {
                     let ndigit = 1 + n;
-                    if v.len() < ndigit {
+                    if v.len() < ndigit || !v.is_char_boundary(ndigit) {
                         return Err(fail());
                     }
                     nsec = parse_nanoseconds(v, ndigit).map_err(|e| bad(&e))?;

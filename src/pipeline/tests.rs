@@ -520,3 +520,46 @@ fn fixture_logfmt() {
     assert_eq!(out[5].labels["level"], "info");
     assert!(!out[6].labels.contains_key("level"));
 }
+
+/// Random strings over an alphabet of the characters parsers care about, multibyte ones
+/// included: no parser may panic on them.
+#[test]
+fn parsers_never_panic() {
+    const ALPHABET: &[&str] = &[
+        "0", "1", "2", "5", "9", "a", "Z", "J", "M", "P", "p", "T", ":", "-", "+", ".", ",", " ",
+        "_", "é", "✓", "\u{1b}", "{", "}", "{{", "}}", "|", "(", ")", "$", "\"", "'", "`", "=",
+        "\\", "\n", "Jan", "Mon", "MST", "2006", "15", "04", "05", ".000", ".999", "Z07:00",
+        "-0700", "PM", "GMT", "UTC", "if", "end", "else", "range", ".x", "=~", "!~", "|=",
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    let layouts = [
+        gotime::named_layout("RFC3339Nano").unwrap(),
+        gotime::named_layout("RFC1123").unwrap(),
+        "Jan _2 15:04:05",
+        "2006-01-02 15:04:05.000 -07:00:00",
+        "02/Jan/2006:03:04:05 PM Z0700",
+        "__2 002 .999999999",
+    ];
+    let data: BTreeMap<String, String> = [("x".to_string(), "é✓".to_string())].into();
+    for _ in 0..20_000 {
+        let len = next() % 12;
+        let s: String = (0..len)
+            .map(|_| ALPHABET[next() % ALPHABET.len()])
+            .collect();
+        for l in &layouts {
+            let _ = gotime::Layout::new(l).parse(&s, &gotime::Zone::Utc);
+        }
+        let _ = gotime::Layout::new(&s).parse("2024-03-21 10:15:32", &gotime::Zone::Utc);
+        if let Ok(t) = gotemplate::Template::parse(&s) {
+            let _ = t.execute(&data);
+        }
+        let _ = stages::logfmt_decode(&s);
+        let _ = stages::parse_selector(&s);
+    }
+}

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 
 /// `name: source` pairs; an empty source means the name itself.
 fn label_pairs(config: &Yaml, stage: &str) -> Result<Vec<(String, String)>, String> {
+    if config.is_null() {
+        return Err(format!("{stage} stage config cannot be empty"));
+    }
     let map: Option<BTreeMap<WString, Option<WString>>> = options(config)?;
     let map = map.ok_or_else(|| format!("{stage} stage config cannot be empty"))?;
     let mut pairs = Vec::with_capacity(map.len());
@@ -90,6 +93,9 @@ impl Stage for StaticLabels {
 }
 
 pub(crate) fn build_static_labels(config: &Yaml) -> Result<Box<dyn Stage>, String> {
+    if config.is_null() {
+        return Err("static_labels stage config cannot be empty".into());
+    }
     let map: Option<BTreeMap<WString, Option<WString>>> = options(config)?;
     let map = map.ok_or("static_labels stage config cannot be empty")?;
     let mut pairs = Vec::new();

@@ -330,3 +330,17 @@ pub(crate) fn test_stage(yaml: &str) -> Box<dyn Stage> {
     };
     build(&item, &ctx, "pipeline_stages[0]").expect("stage builds")
 }
+
+/// Decodes logfmt text into pairs (tests).
+#[cfg(test)]
+pub(crate) fn logfmt_decode(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut v = Vec::new();
+    logfmt::decode(s, |k, val| v.push((k.to_string(), val.to_string())))?;
+    Ok(v)
+}
+
+/// Parses a LogQL selector (tests).
+#[cfg(test)]
+pub(crate) fn parse_selector(s: &str) -> bool {
+    matcher::Selector::parse(s).is_ok()
+}

@@ -3,7 +3,8 @@
 //! The modules follow the data: [`discover`] finds files, [`tail`] reads them into
 //! [`entry::Chunk`]s, [`ship`] delivers chunks, [`acknowledge`] records what was delivered, and
 //! [`positions`] remembers it on disk. [`agent`] wires them together; [`config`] reads the
-//! YAML.
+//! YAML. [`pipeline`] runs Promtail's `pipeline_stages` over entries, and
+//! [`discover::relabel`] applies `relabel_configs`.
 
 pub mod acknowledge;
 pub mod agent;
@@ -14,6 +15,7 @@ pub mod entry;
 pub mod labels;
 pub mod logging;
 pub mod metrics;
+pub mod pipeline;
 pub mod positions;
 pub mod server;
 pub mod ship;

@@ -6,6 +6,7 @@
 //! ([`Targets::watch_roots`]). The [`watch`] module turns those into one inotify watcher.
 
 pub mod meta;
+pub mod relabel;
 pub mod watch;
 
 use crate::config::{Config, PATH_EXCLUDE_LABEL, PATH_LABEL};

@@ -1,0 +1,476 @@
+//! Promtail's pipeline stages: what happens to a line between reading and shipping.
+//!
+//! A [`Pipeline`] is built from the YAML list under a scrape config's `pipeline_stages` and runs
+//! one [`Entry`] at a time through its stages, in order. Most stages change the entry and pass it
+//! on; some drop it (`drop`, `match` with `action: drop`, `sampling`, `limit`), and some hold it
+//! back to merge it with later ones (`multiline`, the partial lines of `cri` and `docker`), which
+//! [`Pipeline::flush_due`] and [`Pipeline::flush_all`] release.
+//!
+//! Each stage follows Promtail's documented behaviour: a stage that cannot parse a line (not JSON,
+//! regex without a match, missing source) leaves the entry as it was and says so at `debug`
+//! level. Where logferry deviates, the stage's module says so.
+//!
+//! ```
+//! use logferry::pipeline::{CustomMetrics, Entry, Pipeline};
+//! use logferry::entry::Timestamp;
+//! let yaml: Vec<serde_yaml_ng::Value> = serde_yaml_ng::from_str(r#"
+//! - regex:
+//!     expression: '^(?P<level>\w+) (?P<msg>.*)$'
+//! - labels:
+//!     level:
+//! - output:
+//!     source: msg
+//! "#).unwrap();
+//! let mut pipeline = Pipeline::new(&yaml, &CustomMetrics::default(), "job").unwrap();
+//! let (mut out, mut dropped) = (vec![], vec![]);
+//! let entry = Entry::new(Timestamp(1), "WARN disk almost full", Default::default(), 7);
+//! pipeline.process(entry, std::time::Instant::now(), &mut out, &mut dropped);
+//! assert_eq!(out[0].line, "disk almost full");
+//! assert_eq!(out[0].labels["level"], "WARN");
+//! ```
+
+pub mod gotemplate;
+pub mod gotime;
+mod metrics;
+mod stages;
+mod value;
+
+pub use metrics::CustomMetrics;
+pub use value::{get_float, get_string, go_json_string};
+
+use crate::entry::Timestamp;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+/// The label Promtail's `tenant` stage sets; the client sends the entry to that tenant.
+pub const TENANT_LABEL: &str = "__tenant_id__";
+
+/// One log entry on its way through the stages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub timestamp: Timestamp,
+    pub line: String,
+    /// Current labels, including internal `__`-prefixed ones such as [`TENANT_LABEL`]; the
+    /// output strips the `__` labels.
+    pub labels: BTreeMap<String, String>,
+    /// Promtail's extracted map; starts with the entry's labels as strings. Parsing stages add
+    /// strings, numbers, booleans and nulls.
+    pub extracted: BTreeMap<String, Value>,
+    pub structured_metadata: BTreeMap<String, String>,
+    /// An opaque tag. A stage that merges entries gives the result the origin of the last entry
+    /// merged into it; stages never invent origins.
+    pub origin: u64,
+}
+
+impl Entry {
+    /// An entry whose extracted map holds its labels, as Promtail starts every entry.
+    pub fn new(
+        timestamp: Timestamp,
+        line: impl Into<String>,
+        labels: BTreeMap<String, String>,
+        origin: u64,
+    ) -> Entry {
+        let extracted = labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        Entry {
+            timestamp,
+            line: line.into(),
+            labels,
+            extracted,
+            structured_metadata: BTreeMap::new(),
+            origin,
+        }
+    }
+}
+
+/// A pipeline that cannot be built: which stage, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct PipelineError {
+    /// Where the stage is, e.g. `pipeline_stages[2] (regex)` or
+    /// `pipeline_stages[1] (match) stages[0] (json)`.
+    pub path: String,
+    pub message: String,
+}
+
+/// What a stage does with an entry.
+pub(crate) enum Flow {
+    /// Passed on (changed or not).
+    Pass(Entry),
+    /// Several entries released at once (e.g. `cri` flushing partial lines of every stream).
+    Many(Vec<Entry>),
+    /// Nothing to pass on: held for later, or dropped (and reported through [`Cx::drop`]).
+    Nothing,
+}
+
+/// What a stage sees besides the entry: the time, and where drops go.
+pub(crate) struct Cx<'a> {
+    pub now: Instant,
+    pub dropped: &'a mut Vec<(u64, String)>,
+    pub inspect: Option<&'a mut Vec<String>>,
+}
+
+impl Cx<'_> {
+    /// Reports a dropped entry.
+    pub fn drop(&mut self, origin: u64, reason: &str) {
+        self.dropped.push((origin, reason.to_string()));
+    }
+}
+
+/// One stage. `process` sees each entry once; holding stages release entries later through
+/// the flush methods.
+pub(crate) trait Stage: Send {
+    fn name(&self) -> &'static str;
+    fn process(&mut self, entry: Entry, cx: &mut Cx<'_>) -> Flow;
+    /// Releases entries held longer than the stage allows.
+    fn flush_due(&mut self, _cx: &mut Cx<'_>, _out: &mut Vec<Entry>) {}
+    /// Releases everything held.
+    fn flush_all(&mut self, _cx: &mut Cx<'_>, _out: &mut Vec<Entry>) {}
+    /// Entries held right now.
+    fn pending(&self) -> usize {
+        0
+    }
+    /// When `flush_due` next has something to release.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// An ordered list of stages (a pipeline, or the nested stages of `match`).
+pub(crate) struct Stages {
+    list: Vec<Box<dyn Stage>>,
+}
+
+impl Stages {
+    pub fn build(
+        yaml: &[serde_yaml_ng::Value],
+        ctx: &BuildCtx<'_>,
+        prefix: &str,
+    ) -> Result<Stages, PipelineError> {
+        let mut list = Vec::with_capacity(yaml.len());
+        for (i, item) in yaml.iter().enumerate() {
+            list.push(stages::build(item, ctx, &format!("{prefix}[{i}]"))?);
+        }
+        Ok(Stages { list })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Runs `entry` through stages `from..`, pushing what comes out of the last one to `out`.
+    pub fn run(&mut self, from: usize, entry: Entry, cx: &mut Cx<'_>, out: &mut Vec<Entry>) {
+        let mut entry = entry;
+        for i in from..self.list.len() {
+            let stage = &mut self.list[i];
+            let before = cx.inspect.is_some().then(|| entry.clone());
+            let drops_before = cx.dropped.len();
+            let flow = stage.process(entry, cx);
+            if let Some(before) = before {
+                let name = stage.name();
+                let dropped = cx.dropped.len() > drops_before;
+                if let Some(lines) = cx.inspect.as_deref_mut() {
+                    inspect_diff(name, &before, &flow, dropped, lines);
+                }
+            }
+            match flow {
+                Flow::Pass(e) => entry = e,
+                Flow::Nothing => return,
+                Flow::Many(entries) => {
+                    for e in entries {
+                        self.run(i + 1, e, cx, out);
+                    }
+                    return;
+                }
+            }
+        }
+        out.push(entry);
+    }
+
+    pub fn flush_due(&mut self, cx: &mut Cx<'_>, out: &mut Vec<Entry>) {
+        let mut released = Vec::new();
+        for i in 0..self.list.len() {
+            if self.list[i].pending() == 0 {
+                continue;
+            }
+            self.list[i].flush_due(cx, &mut released);
+            for e in std::mem::take(&mut released) {
+                self.run(i + 1, e, cx, out);
+            }
+        }
+    }
+
+    pub fn flush_all(&mut self, cx: &mut Cx<'_>, out: &mut Vec<Entry>) {
+        let mut released = Vec::new();
+        for i in 0..self.list.len() {
+            if self.list[i].pending() == 0 {
+                continue;
+            }
+            self.list[i].flush_all(cx, &mut released);
+            for e in std::mem::take(&mut released) {
+                self.run(i + 1, e, cx, out);
+            }
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.list.iter().map(|s| s.pending()).sum()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.list.iter().filter_map(|s| s.next_deadline()).min()
+    }
+}
+
+/// What building a stage needs besides its YAML.
+pub(crate) struct BuildCtx<'a> {
+    pub metrics: &'a CustomMetrics,
+    #[allow(dead_code)]
+    pub job_name: &'a str,
+}
+
+/// A scrape config's `pipeline_stages`, ready to run.
+pub struct Pipeline {
+    stages: Stages,
+    /// Drops that happened while flushing (the flush methods have no `dropped` parameter);
+    /// handed out by [`Pipeline::take_dropped`] and at the next [`Pipeline::process`].
+    flush_drops: Vec<(u64, String)>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.stages.list.iter().map(|s| s.name()).collect();
+        f.debug_struct("Pipeline").field("stages", &names).finish()
+    }
+}
+
+impl Pipeline {
+    /// Builds the pipeline of one scrape config. `stages` is the YAML list under
+    /// `pipeline_stages`; metrics stages register their metrics with `metrics`.
+    ///
+    /// Errors name the stage index and the problem: unknown stage, bad regex, bad JMESPath,
+    /// unparsable template, bad selector, bad option.
+    pub fn new(
+        stages: &[serde_yaml_ng::Value],
+        metrics: &CustomMetrics,
+        job_name: &str,
+    ) -> Result<Pipeline, PipelineError> {
+        let ctx = BuildCtx { metrics, job_name };
+        Ok(Pipeline {
+            stages: Stages::build(stages, &ctx, "pipeline_stages")?,
+            flush_drops: Vec::new(),
+        })
+    }
+
+    /// Whether there are no stages (entries pass unchanged).
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// Runs one entry through all stages; pushes 0..n entries to `out` (0 when dropped or held)
+    /// and reports dropped entries to `dropped` as `(origin, reason)`.
+    ///
+    /// An entry whose extracted map is empty gets its labels there first (what
+    /// [`Entry::new`] does).
+    pub fn process(
+        &mut self,
+        entry: Entry,
+        now: Instant,
+        out: &mut Vec<Entry>,
+        dropped: &mut Vec<(u64, String)>,
+    ) {
+        self.take_dropped(dropped);
+        let entry = seed_extracted(entry);
+        let mut cx = Cx {
+            now,
+            dropped,
+            inspect: None,
+        };
+        self.stages.run(0, entry, &mut cx, out);
+    }
+
+    /// Emits entries held longer than their wait time (multiline blocks, partial CRI and
+    /// Docker lines, lines a non-dropping `limit` stage delays). Entries dropped by a later
+    /// stage on the way out are reported by [`Pipeline::take_dropped`].
+    pub fn flush_due(&mut self, now: Instant, out: &mut Vec<Entry>) {
+        let mut drops = std::mem::take(&mut self.flush_drops);
+        let mut cx = Cx {
+            now,
+            dropped: &mut drops,
+            inspect: None,
+        };
+        self.stages.flush_due(&mut cx, out);
+        self.flush_drops = drops;
+    }
+
+    /// Emits everything held (end of input, file closed, shutdown). Entries dropped by a later
+    /// stage on the way out are reported by [`Pipeline::take_dropped`].
+    pub fn flush_all(&mut self, out: &mut Vec<Entry>) {
+        let mut drops = std::mem::take(&mut self.flush_drops);
+        let mut cx = Cx {
+            now: Instant::now(),
+            dropped: &mut drops,
+            inspect: None,
+        };
+        self.stages.flush_all(&mut cx, out);
+        self.flush_drops = drops;
+    }
+
+    /// Moves the drops that happened during [`Pipeline::flush_due`] or
+    /// [`Pipeline::flush_all`] to `dropped`.
+    pub fn take_dropped(&mut self, dropped: &mut Vec<(u64, String)>) {
+        dropped.append(&mut self.flush_drops);
+    }
+
+    /// How many entries stages hold right now (for back-pressure and tests).
+    pub fn pending(&self) -> usize {
+        self.stages.pending()
+    }
+
+    /// The earliest time at which [`Pipeline::flush_due`] has something to release, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.stages.next_deadline()
+    }
+
+    /// Like [`Pipeline::process`], and also returns, stage by stage, what changed (extracted
+    /// map, labels, timestamp, line, structured metadata) as human-readable lines, for
+    /// `-inspect`.
+    pub fn process_inspect(
+        &mut self,
+        entry: Entry,
+        now: Instant,
+        out: &mut Vec<Entry>,
+        dropped: &mut Vec<(u64, String)>,
+    ) -> Vec<String> {
+        self.take_dropped(dropped);
+        let entry = seed_extracted(entry);
+        let mut lines = Vec::new();
+        let mut cx = Cx {
+            now,
+            dropped,
+            inspect: Some(&mut lines),
+        };
+        self.stages.run(0, entry, &mut cx, out);
+        lines
+    }
+}
+
+fn seed_extracted(mut entry: Entry) -> Entry {
+    if entry.extracted.is_empty() && !entry.labels.is_empty() {
+        entry.extracted = entry
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+    }
+    entry
+}
+
+fn inspect_diff(name: &str, before: &Entry, flow: &Flow, dropped: bool, lines: &mut Vec<String>) {
+    lines.push(format!("[inspect: {name} stage]:"));
+    let after = match flow {
+        Flow::Pass(e) => e,
+        Flow::Many(v) if !v.is_empty() => &v[v.len() - 1],
+        _ => {
+            lines.push(if dropped {
+                "  entry dropped".to_string()
+            } else {
+                "  entry held".to_string()
+            });
+            return;
+        }
+    };
+    if let Flow::Many(v) = flow {
+        lines.push(format!("  released {} entries", v.len()));
+    }
+    let mut changed = false;
+    diff_maps(
+        "extracted",
+        &before.extracted,
+        &after.extracted,
+        lines,
+        &mut changed,
+        |v| v.to_string(),
+    );
+    diff_maps(
+        "labels",
+        &before.labels,
+        &after.labels,
+        lines,
+        &mut changed,
+        |v| {
+            let mut s = String::new();
+            crate::labels::go_quote_into(v, &mut s);
+            s
+        },
+    );
+    diff_maps(
+        "structured_metadata",
+        &before.structured_metadata,
+        &after.structured_metadata,
+        lines,
+        &mut changed,
+        |v| {
+            let mut s = String::new();
+            crate::labels::go_quote_into(v, &mut s);
+            s
+        },
+    );
+    if before.timestamp != after.timestamp {
+        changed = true;
+        lines.push(format!(
+            "  timestamp: {} -> {}",
+            before.timestamp.to_go_layout(),
+            after.timestamp.to_go_layout()
+        ));
+    }
+    if before.line != after.line {
+        changed = true;
+        let mut l = String::from("  line: ");
+        crate::labels::go_quote_into(&before.line, &mut l);
+        l.push_str(" -> ");
+        crate::labels::go_quote_into(&after.line, &mut l);
+        lines.push(l);
+    }
+    if !changed {
+        lines.push("  none".to_string());
+    }
+}
+
+fn diff_maps<V: PartialEq>(
+    what: &str,
+    before: &BTreeMap<String, V>,
+    after: &BTreeMap<String, V>,
+    lines: &mut Vec<String>,
+    changed: &mut bool,
+    show: impl Fn(&V) -> String,
+) {
+    for (k, v) in after {
+        match before.get(k) {
+            None => {
+                *changed = true;
+                lines.push(format!("  {what}: + {k}: {}", show(v)));
+            }
+            Some(old) if old != v => {
+                *changed = true;
+                lines.push(format!("  {what}: ~ {k}: {} -> {}", show(old), show(v)));
+            }
+            _ => {}
+        }
+    }
+    for (k, v) in before {
+        if !after.contains_key(k) {
+            *changed = true;
+            let mut line = String::new();
+            let _ = write!(line, "  {what}: - {k}: {}", show(v));
+            lines.push(line);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

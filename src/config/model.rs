@@ -364,10 +364,11 @@ pub struct ScrapeConfig {
     pub job_name: String,
     #[serde(default)]
     pub static_configs: Vec<StaticConfig>,
+    /// Checked (built once) when the config loads; see [`crate::pipeline`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pipeline_stages: Vec<serde_yaml_ng::Value>,
     #[serde(default, skip_serializing)]
-    pub pipeline_stages: UnsupportedUnlessEmpty,
-    #[serde(default, skip_serializing)]
-    pub relabel_configs: UnsupportedUnlessEmpty,
+    pub relabel_configs: Vec<crate::discover::relabel::RelabelConfig>,
     #[serde(default, skip_serializing)]
     pub journal: Option<Unsupported>,
     #[serde(default, skip_serializing)]

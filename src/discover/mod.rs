@@ -76,6 +76,9 @@ pub struct Target {
     include: Vec<Pattern>,
     exclude: Vec<Pattern>,
     labels: BTreeMap<String, String>,
+    /// The static config's labels as written, `__` ones included: what relabeling starts from.
+    all_labels: BTreeMap<String, String>,
+    relabel: Arc<Vec<relabel::RelabelConfig>>,
     /// `__path__` and `__path_exclude__` as written.
     path: String,
     exclude_text: Option<String>,
@@ -102,6 +105,35 @@ impl Target {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .chain([("filename".to_string(), filename)]),
         ))
+    }
+
+    /// The labels of the stream read from `path` after `relabel_configs`, which see the
+    /// target's labels (`__path__` among them) and the file's meta labels (container
+    /// metadata, see [`meta`]); None when a rule drops the file. `filename` is added after
+    /// relabeling, as Promtail does.
+    pub fn relabeled_labels_for(
+        &self,
+        path: &Path,
+        cache: &mut meta::MetaCache,
+    ) -> Option<Arc<LabelSet>> {
+        if self.relabel.is_empty() {
+            return Some(self.labels_for(path));
+        }
+        let mut start = self.all_labels.clone();
+        start.extend(cache.labels(path));
+        let relabeled = relabel::relabel(&start, &self.relabel)?;
+        let filename = path.to_string_lossy().into_owned();
+        Some(Arc::new(LabelSet::new(
+            relabeled
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .chain([("filename".to_string(), filename)]),
+        )))
+    }
+
+    /// Whether the file's labels can depend on metadata that changed since it was read.
+    pub fn meta_changed(&self, path: &Path, cache: &meta::MetaCache) -> bool {
+        !self.relabel.is_empty() && cache.changed(path)
     }
 }
 
@@ -138,6 +170,7 @@ impl Targets {
                         .collect()
                 };
                 // Only `labels:` become labels; Promtail does not add `job` from `job_name`.
+                let all_labels = labels.clone();
                 let mut all = labels.clone();
                 all.retain(|name, _| !name.starts_with("__"));
                 targets.push(Target {
@@ -145,6 +178,8 @@ impl Targets {
                     include: compile(Some(path)),
                     exclude: compile(labels.get(PATH_EXCLUDE_LABEL)),
                     labels: all,
+                    all_labels,
+                    relabel: Arc::new(job.relabel_configs.clone()),
                     path: path.clone(),
                     exclude_text: labels.get(PATH_EXCLUDE_LABEL).cloned(),
                 });

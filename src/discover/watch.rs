@@ -3,9 +3,9 @@
 
 use super::WatchRoot;
 use crate::tail::inbox::{Inbox, Touch};
-use notify::event::{CreateKind, EventKind, ModifyKind};
+use notify::event::{CreateKind, EventKind, ModifyKind, RemoveKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Set `LOGFERRY_WATCH=poll` to poll instead of using inotify (for filesystems that do not
@@ -15,7 +15,14 @@ pub const WATCH_ENV: &str = "LOGFERRY_WATCH";
 /// Keeps the set of watched directories in step with the targets.
 pub struct Watcher {
     inner: Option<RecommendedWatcher>,
-    watched: BTreeSet<WatchRoot>,
+    /// Each watched directory with the (device, inode) it had when the watch was added.
+    watched: BTreeMap<WatchRoot, (u64, u64)>,
+}
+
+/// The (device, inode) of a directory, if it is there.
+fn dir_identity(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Watcher {
@@ -25,7 +32,7 @@ impl Watcher {
             tracing::info!("{WATCH_ENV}=poll: polling files instead of using inotify");
             return Watcher {
                 inner: None,
-                watched: BTreeSet::new(),
+                watched: BTreeMap::new(),
             };
         }
         let handler = move |result: notify::Result<notify::Event>| match result {
@@ -38,13 +45,13 @@ impl Watcher {
         match notify::recommended_watcher(handler) {
             Ok(watcher) => Watcher {
                 inner: Some(watcher),
-                watched: BTreeSet::new(),
+                watched: BTreeMap::new(),
             },
             Err(err) => {
                 tracing::warn!(error = %err, "inotify is unavailable; polling files instead");
                 Watcher {
                     inner: None,
-                    watched: BTreeSet::new(),
+                    watched: BTreeMap::new(),
                 }
             }
         }
@@ -61,20 +68,39 @@ impl Watcher {
             return;
         };
         let wanted: BTreeSet<WatchRoot> = roots.iter().cloned().collect();
-        for stale in self.watched.difference(&wanted) {
-            let _ = watcher.unwatch(&stale.dir);
+        // Why the identity check: a watched directory that was removed and made again (`rm -rf
+        // dir; mkdir dir`) keeps its path, so it stays "wanted" and "watched", but the kernel
+        // dropped the watch with the old directory: without a new watch, files in the new
+        // directory would only be seen at rescans. So a directory that is not the one watched
+        // any more (or is gone) is unwatched here and watched again below.
+        let stale: Vec<WatchRoot> = self
+            .watched
+            .iter()
+            .filter(|(root, id)| !wanted.contains(*root) || dir_identity(&root.dir) != Some(**id))
+            .map(|(root, _)| root.clone())
+            .collect();
+        for root in stale {
+            let _ = watcher.unwatch(&root.dir);
+            self.watched.remove(&root);
         }
-        self.watched.retain(|r| wanted.contains(r));
         let mut exhausted = None;
-        for root in wanted.difference(&self.watched.clone()) {
+        let missing: Vec<WatchRoot> = wanted
+            .iter()
+            .filter(|r| !self.watched.contains_key(*r))
+            .cloned()
+            .collect();
+        for root in &missing {
             let mode = if root.recursive {
                 RecursiveMode::Recursive
             } else {
                 RecursiveMode::NonRecursive
             };
+            let identity = dir_identity(&root.dir);
             match watcher.watch(&root.dir, mode) {
                 Ok(()) => {
-                    self.watched.insert(root.clone());
+                    if let Some(identity) = identity {
+                        self.watched.insert(root.clone(), identity);
+                    }
                 }
                 Err(err) if is_exhausted(&err) => {
                     exhausted = Some(err);
@@ -117,7 +143,10 @@ fn forward(inbox: &Inbox, event: notify::Event) {
     let touch = match event.kind {
         EventKind::Access(_) => return,
         EventKind::Modify(ModifyKind::Data(_)) => Touch::Data,
-        EventKind::Create(CreateKind::Folder) => {
+        // Why removals too: when a watched directory itself is removed, its watch goes with
+        // it, and the globs' watch roots must be worked out again (its parent is watched
+        // until it comes back), or a directory made again at that path goes unnoticed.
+        EventKind::Create(CreateKind::Folder) | EventKind::Remove(RemoveKind::Folder) => {
             inbox.request_rescan();
             return;
         }

@@ -92,6 +92,15 @@ impl TailedFile {
         if size == self.read_pos {
             return Ok(Read1::Eof);
         }
+        // Why: a file truncated and at once rewritten with more bytes than were read (`> f;
+        // echo ... >> f`, copytruncate under a busy writer) is longer than `read_pos` by the
+        // time we look, and the truncation only shows as a data event; reading on from
+        // `read_pos` would skip the new file's first bytes and print half a line. So check
+        // that the file still starts with the bytes read before reading on (one pread of at
+        // most 256 bytes, from the page cache).
+        if self.read_pos > 0 && !self.fingerprint.matches(file).unwrap_or(true) {
+            return Ok(Read1::Truncated { size });
+        }
         let want = (size - self.read_pos).min(max as u64) as usize;
         let mut buf = self.splitter.take_buffer(want);
         let base = buf.len();

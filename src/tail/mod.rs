@@ -25,6 +25,7 @@ pub mod lines;
 
 use crate::acknowledge::{AckedOffset, Acknowledger};
 use crate::discover::Targets;
+use crate::discover::meta::MetaCache;
 use crate::discover::watch::Watcher;
 use crate::entry::{Chunk, Line, Timestamp};
 use crate::metrics::{Metrics, ReasonLabel};
@@ -101,6 +102,8 @@ pub struct Tailer {
     next_rescan: Instant,
     next_poll: Instant,
     stopped: bool,
+    /// Container metadata of the files read, for relabeling.
+    meta: MetaCache,
     status: Option<Arc<StatusBoard>>,
     /// Something the status page shows changed since it was last published.
     status_changed: bool,
@@ -135,6 +138,7 @@ impl Tailer {
             next_rescan: now,
             next_poll: now,
             stopped: false,
+            meta: MetaCache::new(),
             status: None,
             status_changed: false,
             next_status: now,
@@ -159,29 +163,39 @@ impl Tailer {
         };
         let paths: Vec<PathBuf> = self.live.keys().cloned().collect();
         for path in paths {
-            match self.targets.find(&path) {
-                Some(index) => {
-                    let labels = self.targets.get(index).map(|t| t.labels_for(&path));
-                    if let (Some(tf), Some(labels)) = (self.live.get_mut(&path), labels) {
-                        tf.target = index;
-                        if tf.labels != labels {
-                            tf.labels = labels;
-                        }
-                    }
-                }
-                None => {
-                    if let Some(tf) = self.live.remove(&path) {
-                        tracing::info!(path = %path.display(), "no target matches the file any more; closing it");
-                        self.close(tf);
-                    }
-                }
-            }
+            self.relabel_live(&path);
         }
         self.ready.retain(|p| self.live.contains_key(p));
         if let Some(board) = &self.status {
             board.set_targets(self.targets.describe());
         }
         self.rescan();
+    }
+
+    /// Works out again which target a live file belongs to and its labels (after a reload, or
+    /// when its container metadata changed); closes it when no target wants it any more.
+    fn relabel_live(&mut self, path: &Path) {
+        let found = self.targets.find(path).and_then(|index| {
+            let target = self.targets.get(index)?;
+            Some((index, target.relabeled_labels_for(path, &mut self.meta)?))
+        });
+        match found {
+            Some((index, labels)) => {
+                if let Some(tf) = self.live.get_mut(path) {
+                    tf.target = index;
+                    if tf.labels != labels {
+                        tracing::info!(path = %path.display(), labels = %labels.rendered(), "labels of the file changed");
+                        tf.labels = labels;
+                    }
+                }
+            }
+            None => {
+                if let Some(tf) = self.live.remove(path) {
+                    tracing::info!(path = %path.display(), "no target wants the file any more; closing it");
+                    self.close(tf);
+                }
+            }
+        }
     }
 
     /// Publishes the files' state, at most once a second (and not at all while idle).
@@ -303,6 +317,13 @@ impl Tailer {
         let found_paths: HashSet<PathBuf> = found.iter().map(|(p, _)| p.clone()).collect();
         for (path, target) in found {
             if self.live.contains_key(&path) {
+                if self
+                    .targets
+                    .get(target)
+                    .is_some_and(|t| t.meta_changed(&path, &self.meta))
+                {
+                    self.relabel_live(&path);
+                }
                 self.check(&path);
             } else {
                 self.add(path, target);
@@ -317,6 +338,7 @@ impl Tailer {
         for path in vanished {
             self.check(&path);
         }
+        self.meta.prune();
         let grace = self.opts.position_grace;
         let pruned = self.acks.with_table(|t| t.prune(now, grace));
         if pruned > 0 {
@@ -395,7 +417,12 @@ impl Tailer {
     /// Opens a newly found file, from its position if one is remembered for it.
     fn add(&mut self, path: PathBuf, target: usize) {
         self.status_changed = true;
+        self.make_room();
         let Some(target_ref) = self.targets.get(target) else {
+            return;
+        };
+        let Some(labels) = target_ref.relabeled_labels_for(&path, &mut self.meta) else {
+            tracing::debug!(path = %path.display(), "relabel_configs drop this file");
             return;
         };
         let file = match File::open(&path) {
@@ -432,7 +459,7 @@ impl Tailer {
         let source = self.acks.open(&path, id, fingerprint, start);
         tracing::debug!(path = %path.display(), position = start.get(), size, "tailing file");
         let tf = TailedFile {
-            labels: target_ref.labels_for(&path),
+            labels,
             target,
             counters: file::FileCounters::new(&self.metrics, &path),
             size,
@@ -689,6 +716,7 @@ impl Tailer {
     }
 
     fn reopen(&mut self, tf: &mut TailedFile) -> bool {
+        self.make_room();
         let Ok(mut file) = File::open(&tf.path) else {
             return false;
         };
@@ -701,6 +729,31 @@ impl Tailer {
         self.open_files += 1;
         self.enforce_fd_budget();
         true
+    }
+
+    /// Closes the least recently active files, queued ones included, until one more file can
+    /// be opened within the descriptor budget.
+    ///
+    /// Why before opening, and why queued files too: [`enforce_fd_budget`] runs after an open
+    /// and spares queued files, but every file found at start is queued; with more files
+    /// than the budget, nothing could be closed, the process ran out of descriptors (files
+    /// reported unreadable, positions not saved) and never recovered, since the budget was
+    /// only enforced after an open succeeded. A queued file closed here is reopened by
+    /// [`read_ready`](Self::read_ready) when its turn comes.
+    fn make_room(&mut self) {
+        while self.open_files >= self.opts.max_open_files {
+            let victim = self
+                .live
+                .values()
+                .filter(|tf| tf.file.is_some())
+                .min_by_key(|tf| tf.last_active)
+                .map(|tf| tf.path.clone());
+            let Some(path) = victim else { break };
+            if let Some(tf) = self.live.get_mut(&path) {
+                tf.file = None;
+                self.open_files -= 1;
+            }
+        }
     }
 
     /// Closes the least recently active files beyond the descriptor budget.

@@ -191,12 +191,7 @@ fn floor(paths: &[PathBuf], encoding: Encoding, compression: Compression) -> Dur
                 })
                 .collect();
             let ticket = acks.dispatch(source, offset, offset, 1);
-            let chunk = Arc::new(Chunk {
-                ticket,
-                labels: labels.clone(),
-                text: split.text,
-                lines,
-            });
+            let chunk = Arc::new(Chunk::new(ticket, labels.clone(), split.text, lines));
             let mut from = 0;
             while let Some(rest) = batch.add(&chunk, from, 1 << 20, Instant::now()) {
                 sink += encoder.encode(&batch.take()).bytes.len();

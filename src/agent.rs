@@ -48,6 +48,10 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Serve `POST /reload` (`-server.enable-runtime-reload`).
     pub reload_endpoint: bool,
+    /// Read standard input instead of files (`-stdin`), and exit at its end.
+    pub stdin: bool,
+    /// Print what each pipeline stage does to each entry (`-inspect`, with `-dry-run`).
+    pub inspect: bool,
 }
 
 /// The tailer's settings from a config.
@@ -180,7 +184,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         expand_env,
         dry_run,
         reload_endpoint,
+        stdin,
+        inspect,
     } = opts;
+    // Standard input has no positions to keep.
+    let dry_run = dry_run || stdin;
+    let inspect = inspect && dry_run;
     let metrics = Arc::new(Metrics::new());
     let positions_path = config.positions.filename.clone();
     if !dry_run
@@ -193,6 +202,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let table = positions::load(&positions_path, config.positions.ignore_invalid_yaml)?;
     let acks = Arc::new(Acknowledger::new(table).with_metrics(metrics.clone()));
+    let custom = crate::pipeline::CustomMetrics::default();
+    metrics.with_registry(|r| custom.register(r));
     let status = Arc::new(StatusBoard::new());
     let shutdown_timeout = config
         .server
@@ -250,7 +261,26 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let inbox = Arc::new(Inbox::new());
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
-    let tailer = {
+    let (input_done_tx, mut input_done) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+    let reader = if stdin {
+        let (config, acks, metrics, custom) = (
+            config.clone(),
+            acks.clone(),
+            metrics.clone(),
+            custom.clone(),
+        );
+        ready.store(true, Ordering::Release);
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || {
+                let result = crate::tail::stdin::read_stdin(
+                    &config, &custom, inspect, &acks, &metrics, &chunk_tx,
+                );
+                drop(chunk_tx);
+                let _ = input_done_tx.send(result);
+            })?
+    } else {
+        drop(input_done_tx);
         let (inbox, acks, metrics, ready, status) = (
             inbox.clone(),
             acks.clone(),
@@ -271,8 +301,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("tailer".into())
             .spawn(move || {
-                let tailer =
-                    Tailer::new(opts, targets, inbox, acks, chunk_tx, metrics).with_status(status);
+                let tailer = Tailer::new(opts, targets, inbox, acks, chunk_tx, metrics)
+                    .with_status(status)
+                    .with_pipelines(custom, inspect);
                 tailer.run(|files| {
                     ready.store(true, Ordering::Release);
                     tracing::info!(files, "tailing started");
@@ -343,10 +374,18 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             outcome
         };
+        let input_open = stdin;
+        let mut signalled = false;
         let early = loop {
             tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break None }
-                _ = int.recv() => { tracing::info!("SIGINT: stopping"); break None }
+                result = &mut input_done, if input_open => {
+                    match result {
+                        Ok(Err(e)) => break Some(e),
+                        _ => break None,
+                    }
+                }
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); signalled = true; break None }
+                _ = int.recv() => { tracing::info!("SIGINT: stopping"); signalled = true; break None }
                 _ = hup.recv() => { let _ = reload("SIGHUP", &mut current, &mut outputs); }
                 Some(reply) = reload_rx.recv() => {
                     let _ = reply.send(reload("POST /reload", &mut current, &mut outputs));
@@ -372,6 +411,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         };
         tokio::pin!(all_done);
+        if !signalled {
+            // The input ended: wait for everything to be delivered, unless a signal says stop.
+            tokio::select! {
+                () = &mut all_done => return Ok(()),
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            }
+        }
         if tokio::time::timeout(shutdown_timeout, &mut all_done).await.is_err() {
             tracing::warn!(
                 undelivered_chunks = acks.in_flight(),
@@ -385,7 +432,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     let _ = abort_tx.send(true);
     inbox.shutdown();
-    let _ = tailer.join();
+    let _ = reader.join();
     if !dry_run {
         sync_positions(&acks, &positions_path, &metrics);
     }

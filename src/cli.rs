@@ -49,6 +49,15 @@ pub struct Cli {
     #[arg(long = "server.enable-runtime-reload", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true")]
     pub enable_runtime_reload: bool,
 
+    /// Read lines from standard input instead of files, through the first scrape config's stages
+    /// and labels; exit at the end of the input.
+    #[arg(long = "stdin", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true")]
+    pub stdin: bool,
+
+    /// With -dry-run: print what each pipeline stage changes in each entry, to standard error.
+    #[arg(long = "inspect", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_value = "false", default_missing_value = "true")]
+    pub inspect: bool,
+
     /// Print the version and exit.
     #[arg(long = "version", action = ArgAction::SetTrue)]
     pub version: bool,

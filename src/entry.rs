@@ -63,6 +63,10 @@ pub struct Chunk {
     pub labels: Arc<LabelSet>,
     pub text: String,
     pub lines: Vec<Line>,
+    /// The tenant a pipeline's `tenant` stage chose (otherwise the client's `tenant_id`).
+    pub tenant: Option<Arc<str>>,
+    /// Structured metadata of each line, when a pipeline set some; otherwise empty.
+    pub metadata: Vec<Vec<(String, String)>>,
 }
 
 impl Chunk {
@@ -70,6 +74,26 @@ impl Chunk {
     pub fn line_text(&self, line: &Line) -> &str {
         self.text
             .get(line.start as usize..line.end as usize)
+            .unwrap_or_default()
+    }
+
+    /// A chunk of plain lines (no tenant, no structured metadata).
+    pub fn new(ticket: Ticket, labels: Arc<LabelSet>, text: String, lines: Vec<Line>) -> Chunk {
+        Chunk {
+            ticket,
+            labels,
+            text,
+            lines,
+            tenant: None,
+            metadata: Vec::new(),
+        }
+    }
+
+    /// The structured metadata of line `index`.
+    pub fn metadata_of(&self, index: usize) -> &[(String, String)] {
+        self.metadata
+            .get(index)
+            .map(Vec::as_slice)
             .unwrap_or_default()
     }
 

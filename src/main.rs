@@ -47,6 +47,8 @@ fn main() -> ExitCode {
         expand_env: cli.expand_env,
         dry_run: cli.dry_run,
         reload_endpoint: cli.enable_runtime_reload,
+        stdin: cli.stdin,
+        inspect: cli.inspect,
     };
     match agent::run(options) {
         Ok(()) => ExitCode::SUCCESS,

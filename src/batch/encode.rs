@@ -165,15 +165,33 @@ fn split_ts(ns: i64) -> (u64, u64) {
     )
 }
 
-fn entry_len(secs: u64, nanos: u64, line: usize) -> usize {
-    let ts = timestamp_len(secs, nanos);
-    1 + varint_len(ts as u64)
-        + ts
-        + if line > 0 {
-            1 + varint_len(line as u64) + line
+/// Length of a `LabelPairAdapter { string name = 1; string value = 2 }` body.
+fn pair_len(name: &str, value: &str) -> usize {
+    let field = |n: usize| {
+        if n > 0 {
+            1 + varint_len(n as u64) + n
         } else {
             0
         }
+    };
+    field(name.len()) + field(value.len())
+}
+
+fn entry_len(secs: u64, nanos: u64, line: usize, metadata: &[(String, String)]) -> usize {
+    let ts = timestamp_len(secs, nanos);
+    let meta: usize = metadata
+        .iter()
+        .map(|(n, v)| {
+            let p = pair_len(n, v);
+            1 + varint_len(p as u64) + p
+        })
+        .sum();
+    let line = if line > 0 {
+        1 + varint_len(line as u64) + line
+    } else {
+        0
+    };
+    1 + varint_len(ts as u64) + ts + line + meta
 }
 
 /// `PushRequest { repeated StreamAdapter streams = 1 }`,
@@ -185,9 +203,10 @@ fn write_protobuf(batch: &Batch, streams: &[(Arc<LabelSet>, Vec<usize>)], buf: &
         let mut stream_len = 1 + varint_len(labels.len() as u64) + labels.len();
         for &p in parts {
             let part = &batch.parts[p];
-            for line in &part.chunk.lines[part.lines.clone()] {
+            for (i, line) in part.chunk.lines[part.lines.clone()].iter().enumerate() {
                 let (secs, nanos) = split_ts(line.timestamp.0);
-                let e = entry_len(secs, nanos, (line.end - line.start) as usize);
+                let meta = part.chunk.metadata_of(part.lines.start + i);
+                let e = entry_len(secs, nanos, (line.end - line.start) as usize, meta);
                 stream_len += 1 + varint_len(e as u64) + e;
             }
         }
@@ -199,11 +218,12 @@ fn write_protobuf(batch: &Batch, streams: &[(Arc<LabelSet>, Vec<usize>)], buf: &
         for &p in parts {
             let part = &batch.parts[p];
             let text = part.chunk.text.as_bytes();
-            for line in &part.chunk.lines[part.lines.clone()] {
+            for (i, line) in part.chunk.lines[part.lines.clone()].iter().enumerate() {
                 let (secs, nanos) = split_ts(line.timestamp.0);
                 let len = (line.end - line.start) as usize;
+                let meta = part.chunk.metadata_of(part.lines.start + i);
                 buf.push(0x12);
-                put_varint(buf, entry_len(secs, nanos, len) as u64);
+                put_varint(buf, entry_len(secs, nanos, len, meta) as u64);
                 buf.push(0x0a);
                 put_varint(buf, timestamp_len(secs, nanos) as u64);
                 if secs != 0 {
@@ -218,6 +238,17 @@ fn write_protobuf(batch: &Batch, streams: &[(Arc<LabelSet>, Vec<usize>)], buf: &
                     buf.push(0x12);
                     put_varint(buf, len as u64);
                     buf.extend_from_slice(&text[line.start as usize..line.end as usize]);
+                }
+                for (name, value) in meta {
+                    buf.push(0x1a);
+                    put_varint(buf, pair_len(name, value) as u64);
+                    for (tag, field) in [(0x0a, name), (0x12, value)] {
+                        if !field.is_empty() {
+                            buf.push(tag);
+                            put_varint(buf, field.len() as u64);
+                            buf.extend_from_slice(field.as_bytes());
+                        }
+                    }
                 }
             }
         }
@@ -248,13 +279,26 @@ fn write_json(batch: &Batch, streams: &[(Arc<LabelSet>, Vec<usize>)], buf: &mut 
         let mut first = true;
         for &p in parts {
             let part = &batch.parts[p];
-            for line in &part.chunk.lines[part.lines.clone()] {
+            for (i, line) in part.chunk.lines[part.lines.clone()].iter().enumerate() {
                 if !first {
                     buf.push(b',');
                 }
                 first = false;
                 let _ = write!(buf, "[\"{}\",", line.timestamp.0);
                 string(buf, part.chunk.line_text(line));
+                let meta = part.chunk.metadata_of(part.lines.start + i);
+                if !meta.is_empty() {
+                    buf.extend_from_slice(b",{");
+                    for (j, (name, value)) in meta.iter().enumerate() {
+                        if j > 0 {
+                            buf.push(b',');
+                        }
+                        string(buf, name);
+                        buf.push(b':');
+                        string(buf, value);
+                    }
+                    buf.push(b'}');
+                }
                 buf.push(b']');
             }
         }
@@ -291,6 +335,15 @@ mod tests {
         timestamp: Option<Ts>,
         #[prost(string, tag = "2")]
         line: String,
+        #[prost(message, repeated, tag = "3")]
+        structured_metadata: Vec<Pair>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Pair {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(string, tag = "2")]
+        value: String,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     struct Ts {
@@ -354,6 +407,42 @@ mod tests {
         assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 1));
         // Our encoding is byte for byte what prost writes for the same message.
         assert_eq!(req.encode_to_vec(), raw);
+    }
+
+    #[test]
+    fn structured_metadata_in_both_encodings() {
+        let acks = Acknowledger::new(Table::default());
+        let labels = Arc::new(LabelSet::new([("job", "a")]));
+        let c = chunk(&acks, &labels, &["one", "two"]);
+        let mut c = Arc::try_unwrap(c).unwrap();
+        c.metadata = vec![
+            vec![
+                ("trace_id".into(), "abc".into()),
+                ("empty".into(), String::new()),
+            ],
+            vec![],
+        ];
+        let c = Arc::new(c);
+        let mut batch = Batch::default();
+        batch.add(&c, 0, usize::MAX, Instant::now());
+        let body =
+            Encoder::new(Encoding::Protobuf, Compression::Snappy, BTreeMap::new()).encode(&batch);
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&body.bytes)
+            .unwrap();
+        let req = PushRequest::decode(raw.as_slice()).unwrap();
+        let meta = &req.streams[0].entries[0].structured_metadata;
+        assert_eq!(
+            (meta[0].name.as_str(), meta[0].value.as_str()),
+            ("trace_id", "abc")
+        );
+        assert_eq!(meta[1].name, "empty");
+        assert!(req.streams[0].entries[1].structured_metadata.is_empty());
+        assert_eq!(req.encode_to_vec(), raw);
+        let body = Encoder::new(Encoding::Json, Compression::None, BTreeMap::new()).encode(&batch);
+        let v: serde_json::Value = serde_json::from_slice(&body.bytes).unwrap();
+        assert_eq!(v["streams"][0]["values"][0][2]["trace_id"], "abc");
+        assert!(v["streams"][0]["values"][1].get(2).is_none());
     }
 
     #[test]

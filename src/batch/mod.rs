@@ -39,6 +39,8 @@ impl Part {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub parts: Vec<Part>,
+    /// The tenant of every part (a pipeline's `tenant` stage); one request goes to one tenant.
+    pub tenant: Option<Arc<str>>,
     bytes: usize,
     entries: usize,
     started: Option<Instant>,
@@ -92,6 +94,9 @@ impl Batch {
             end += 1;
         }
         if end > from || (from == chunk.lines.len() && chunk.lines.is_empty()) {
+            if self.parts.is_empty() {
+                self.tenant = chunk.tenant.clone();
+            }
             self.started.get_or_insert(now);
             self.entries += end - from;
             self.bytes = bytes;
@@ -101,6 +106,11 @@ impl Batch {
             });
         }
         (end < chunk.lines.len()).then_some(end)
+    }
+
+    /// Whether `chunk` may join this batch: same tenant, or the batch is empty.
+    pub fn accepts(&self, chunk: &Chunk) -> bool {
+        self.parts.is_empty() || self.tenant == chunk.tenant
     }
 
     /// Whether the batch has reached `limit` bytes.
@@ -147,12 +157,7 @@ pub(crate) mod tests {
             text.push('\n');
         }
         let ticket = acks.dispatch(source, text.len() as u64, text.len() as u64, 1);
-        Arc::new(Chunk {
-            ticket,
-            labels: labels.clone(),
-            text,
-            lines: spans,
-        })
+        Arc::new(Chunk::new(ticket, labels.clone(), text, spans))
     }
 
     #[test]

@@ -134,6 +134,9 @@ pub(crate) trait Stage: Send {
     fn pending(&self) -> usize {
         0
     }
+    /// The origin of the first line of every entry held right now (a merged entry counts from
+    /// its first line), so the caller knows which lines are not out yet.
+    fn held_origins(&self, _out: &mut Vec<u64>) {}
     /// When `flush_due` next has something to release.
     fn next_deadline(&self) -> Option<Instant> {
         None
@@ -219,6 +222,12 @@ impl Stages {
 
     pub fn pending(&self) -> usize {
         self.list.iter().map(|s| s.pending()).sum()
+    }
+
+    pub fn held_origins(&self, out: &mut Vec<u64>) {
+        for s in &self.list {
+            s.held_origins(out);
+        }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -334,6 +343,12 @@ impl Pipeline {
     /// The earliest time at which [`Pipeline::flush_due`] has something to release, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.stages.next_deadline()
+    }
+
+    /// Appends the origin of the first line of every entry held right now: lines from that
+    /// origin on have not come out yet, which is what a position must not pass.
+    pub fn held_origins(&self, out: &mut Vec<u64>) {
+        self.stages.held_origins(out);
     }
 
     /// Like [`Pipeline::process`], and also returns, stage by stage, what changed (extracted

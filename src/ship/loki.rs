@@ -225,6 +225,9 @@ impl LokiClient {
                     Some(chunk) => {
                         let fill = queue.len() as f64 / queue.max_capacity().max(1) as f64;
                         self.report(|c| c.queue_fill = fill);
+                        if !batch.accepts(&chunk) && !self.send(batch.take(), &abort).await {
+                            return;
+                        }
                         rest = batch.add(&chunk, 0, self.batch_size, Instant::now()).map(|r| (chunk, r));
                         if (rest.is_some() || batch.is_full(self.batch_size)) && !self.send(batch.take(), &abort).await {
                             return;
@@ -263,7 +266,7 @@ impl LokiClient {
             let outcome = tokio::select! {
                 biased;
                 () = aborted(abort) => return false,
-                outcome = self.push(&body) => outcome,
+                outcome = self.push(&body, batch.tenant.as_deref()) => outcome,
             };
             let result = match &outcome {
                 Outcome::Delivered => "delivered".to_string(),
@@ -342,16 +345,27 @@ impl LokiClient {
         }
     }
 
-    async fn push(&self, body: &Body) -> Outcome {
+    async fn push(&self, body: &Body, tenant: Option<&str>) -> Outcome {
+        let mut headers = self.headers.clone();
+        if let Some(tenant) = tenant {
+            // A tenant chosen by the pipeline wins over the client's tenant_id.
+            match HeaderValue::from_str(tenant) {
+                Ok(value) => {
+                    headers.insert("X-Scope-OrgID", value);
+                }
+                Err(_) => return Outcome::Rejected(400, format!("invalid tenant id {tenant:?}")),
+            }
+        }
         let mut request = self
             .http
             .post(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(headers)
             .header(CONTENT_TYPE, body.content_type)
             .body(body.bytes.clone());
         if let Some(encoding) = body.content_encoding {
             request = request.header(CONTENT_ENCODING, encoding);
         }
+
         request = match &self.auth {
             Some(Auth::Basic(user, password)) => request.basic_auth(user, Some(password)),
             Some(Auth::Bearer(token)) => request.bearer_auth(token),

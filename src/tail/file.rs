@@ -52,6 +52,8 @@ pub(super) struct TailedFile {
     pub path: PathBuf,
     /// Index of its target.
     pub target: usize,
+    /// Names its lines in the target's pipeline.
+    pub slot: u32,
     pub counters: FileCounters,
     /// Its size when last looked at.
     pub size: u64,

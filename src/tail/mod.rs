@@ -22,6 +22,8 @@
 mod file;
 pub mod inbox;
 pub mod lines;
+mod pipelined;
+pub mod stdin;
 
 use crate::acknowledge::{AckedOffset, Acknowledger};
 use crate::discover::Targets;
@@ -104,6 +106,11 @@ pub struct Tailer {
     stopped: bool,
     /// Container metadata of the files read, for relabeling.
     meta: MetaCache,
+    /// Each target's pipeline, by target index.
+    pipelines: Vec<Option<pipelined::TargetPipeline>>,
+    pipeline_settings: Option<(crate::pipeline::CustomMetrics, bool)>,
+    /// The last slot given to a file (its lines' origins in the pipelines).
+    slots: u32,
     status: Option<Arc<StatusBoard>>,
     /// Something the status page shows changed since it was last published.
     status_changed: bool,
@@ -139,6 +146,9 @@ impl Tailer {
             next_poll: now,
             stopped: false,
             meta: MetaCache::new(),
+            pipelines: Vec::new(),
+            pipeline_settings: None,
+            slots: 0,
             status: None,
             status_changed: false,
             next_status: now,
@@ -156,7 +166,15 @@ impl Tailer {
     /// and position (their labels follow the new config); files no longer matched are closed
     /// once what was read of them is delivered; new matches are opened by the rescan.
     fn retarget(&mut self, targets: Targets, options: TailOptions) {
+        // The old stages release what they hold, under the old config.
+        for target in 0..self.pipelines.len() {
+            if let Some(Some(tp)) = self.pipelines.get_mut(target) {
+                tp.flush_all();
+            }
+            self.finish_pipeline(target);
+        }
         self.targets = targets;
+        self.build_pipelines();
         self.opts = TailOptions {
             max_open_files: self.opts.max_open_files,
             ..options
@@ -164,6 +182,16 @@ impl Tailer {
         let paths: Vec<PathBuf> = self.live.keys().cloned().collect();
         for path in paths {
             self.relabel_live(&path);
+        }
+        for tf in self.draining.iter_mut() {
+            tf.target = self.targets.find(&tf.path).unwrap_or(usize::MAX);
+        }
+        // The new stages take every file from its last complete line.
+        for tf in self.live.values().chain(self.draining.iter()) {
+            if let Some(Some(tp)) = self.pipelines.get_mut(tf.target) {
+                let start = tf.read_pos - tf.splitter.pending() as u64;
+                tp.open(tf.slot, tf.source, &tf.labels, start);
+            }
         }
         self.ready.retain(|p| self.live.contains_key(p));
         if let Some(board) = &self.status {
@@ -185,6 +213,9 @@ impl Tailer {
                     tf.target = index;
                     if tf.labels != labels {
                         tracing::info!(path = %path.display(), labels = %labels.rendered(), "labels of the file changed");
+                        if let Some(Some(tp)) = self.pipelines.get_mut(index) {
+                            tp.relabel(tf.slot, &labels);
+                        }
                         tf.labels = labels;
                     }
                 }
@@ -278,6 +309,7 @@ impl Tailer {
             }
             self.read_ready();
             self.drain(false);
+            self.flush_pipelines(Instant::now());
             self.publish_status(Instant::now());
         }
         tracing::debug!("tailer stopped");
@@ -293,6 +325,14 @@ impl Tailer {
         }
         if self.status_changed && self.status.is_some() {
             wake = wake.min(self.next_status);
+        }
+        for deadline in self
+            .pipelines
+            .iter()
+            .flatten()
+            .filter_map(|tp| tp.next_deadline())
+        {
+            wake = wake.min(deadline);
         }
         wake
     }
@@ -458,9 +498,14 @@ impl Tailer {
         }
         let source = self.acks.open(&path, id, fingerprint, start);
         tracing::debug!(path = %path.display(), position = start.get(), size, "tailing file");
+        let slot = self.next_slot();
+        if let Some(Some(tp)) = self.pipelines.get_mut(target) {
+            tp.open(slot, source, &labels, start.get());
+        }
         let tf = TailedFile {
             labels,
             target,
+            slot,
             counters: file::FileCounters::new(&self.metrics, &path),
             size,
             path: path.clone(),
@@ -510,6 +555,14 @@ impl Tailer {
         tf.source = self
             .acks
             .open(path, tf.id, tf.fingerprint, AckedOffset::START);
+        if let Some(Some(tp)) = self.pipelines.get_mut(tf.target) {
+            // Lines of the old generation still in the stages go out under their old slot;
+            // its source is forgotten, so they no longer move any position.
+            tp.close(tf.slot);
+            self.slots = self.slots.wrapping_add(1) & 0x000f_ffff;
+            tf.slot = self.slots;
+            tp.open(tf.slot, tf.source, &tf.labels, 0);
+        }
         self.queue(path);
     }
 
@@ -621,7 +674,14 @@ impl Tailer {
     fn close(&mut self, tf: TailedFile) {
         self.status_changed = true;
         tracing::debug!(path = %tf.path.display(), "closing file");
-        self.acks.close(tf.source, Instant::now());
+        // With a pipeline, the source stays until the stages hold nothing of the file.
+        let held = match self.pipelines.get_mut(tf.target) {
+            Some(Some(tp)) => !tp.close(tf.slot),
+            _ => false,
+        };
+        if !held {
+            self.acks.close(tf.source, Instant::now());
+        }
         self.ids.remove(&tf.id);
         if !self.live.contains_key(&tf.path) {
             // No file at that path any more: its series would only go stale.
@@ -702,17 +762,96 @@ impl Tailer {
             })
             .collect();
         tf.last_ts = Timestamp(base.0 + lines.len() as i64 - 1);
+        if let Some(Some(tp)) = self.pipelines.get_mut(tf.target) {
+            tp.feed(tf.slot, &split, base, tf.size, Instant::now());
+            self.finish_pipeline(tf.target);
+            return;
+        }
         let ticket = self.acks.reserve(tf.source, last.offset, tf.size);
-        let chunk = Chunk {
-            ticket,
-            labels: tf.labels.clone(),
-            text: split.text,
-            lines,
-        };
+        let chunk = Chunk::new(ticket, tf.labels.clone(), split.text, lines);
+        self.emit(chunk);
+    }
+
+    /// Hands a chunk to the outputs; blocks while they are full.
+    fn emit(&mut self, chunk: Chunk) {
+        if self.stopped {
+            return;
+        }
         if self.out.blocking_send(chunk).is_err() {
             // The outputs are gone (shutting down): nothing more can be delivered.
             self.stopped = true;
         }
+    }
+
+    /// Sends what a target's pipeline let out, and closes files it no longer holds lines of.
+    fn finish_pipeline(&mut self, target: usize) {
+        let Some(Some(tp)) = self.pipelines.get_mut(target) else {
+            return;
+        };
+        let mut chunks = Vec::new();
+        let closable = tp.finish(&self.acks, &self.metrics, &mut chunks);
+        for chunk in chunks {
+            self.emit(chunk);
+        }
+        for source in closable {
+            self.acks.close(source, Instant::now());
+        }
+    }
+
+    /// Lets the stages release what waited long enough (multiline blocks, partial lines).
+    fn flush_pipelines(&mut self, now: Instant) {
+        for target in 0..self.pipelines.len() {
+            let due = self.pipelines[target]
+                .as_ref()
+                .and_then(|tp| tp.next_deadline())
+                .is_some_and(|d| d <= now);
+            if due {
+                if let Some(Some(tp)) = self.pipelines.get_mut(target) {
+                    tp.flush_due(now);
+                }
+                self.finish_pipeline(target);
+            }
+        }
+    }
+
+    /// Builds each target's pipeline (None for a target without stages).
+    fn build_pipelines(&mut self) {
+        let Some((custom, inspect)) = self.pipeline_settings.clone() else {
+            return;
+        };
+        self.pipelines = (0..self.targets.len())
+            .map(|i| {
+                let target = self.targets.get(i)?;
+                if target.stages().is_empty() {
+                    return None;
+                }
+                match crate::pipeline::Pipeline::new(target.stages(), &custom, &target.job) {
+                    Ok(p) => Some(pipelined::TargetPipeline::new(p, inspect)),
+                    Err(e) => {
+                        // The config was checked at load, so this is not expected.
+                        tracing::error!(job = %target.job, error = %e, "cannot build pipeline; lines pass unchanged");
+                        None
+                    }
+                }
+            })
+            .collect();
+    }
+
+    /// Runs `pipeline_stages`: their metrics stages register with `custom`; with `inspect`,
+    /// what each stage does is printed to standard error.
+    pub fn with_pipelines(
+        mut self,
+        custom: crate::pipeline::CustomMetrics,
+        inspect: bool,
+    ) -> Tailer {
+        self.pipeline_settings = Some((custom, inspect));
+        self.build_pipelines();
+        self
+    }
+
+    fn next_slot(&mut self) -> u32 {
+        self.slots = self.slots.wrapping_add(1) & 0x000f_ffff;
+        self.slots
     }
 
     fn reopen(&mut self, tf: &mut TailedFile) -> bool {

@@ -41,7 +41,8 @@ struct Cri {
     /// Cut held lines to this many bytes (when truncation is on).
     truncate_to: Option<usize>,
     max_wait: Duration,
-    partials: HashMap<BTreeMap<String, String>, (Entry, Instant)>,
+    /// Per label set: the partial line so far, when it started, and its first origin.
+    partials: HashMap<BTreeMap<String, String>, (Entry, Instant, u64)>,
 }
 
 impl Cri {
@@ -74,21 +75,25 @@ impl Stage for Cri {
                     threshold = self.max_partial_lines,
                     "cri stage: partial lines upperbound exceeded. merging it to single line"
                 );
-                released.extend(self.partials.drain().map(|(_, (e, _))| e));
-            } else if let Some((prev, _)) = self.partials.remove(&entry.labels) {
+                released.extend(self.partials.drain().map(|(_, (e, _, _))| e));
+            }
+            let mut first_origin = entry.origin;
+            if let Some((prev, _, first)) = self.partials.remove(&entry.labels) {
                 let mut line = prev.line;
                 line.push_str(&entry.line);
                 entry.line = line;
+                first_origin = first;
             }
             self.truncate(&mut entry);
-            self.partials.insert(entry.labels.clone(), (entry, cx.now));
+            self.partials
+                .insert(entry.labels.clone(), (entry, cx.now, first_origin));
             return match released.len() {
                 0 => Flow::Nothing,
                 1 => Flow::Pass(released.pop().expect("one")),
                 _ => Flow::Many(released),
             };
         }
-        if let Some((prev, _)) = self.partials.remove(&entry.labels) {
+        if let Some((prev, _, _)) = self.partials.remove(&entry.labels) {
             let mut line = prev.line;
             line.push_str(&entry.line);
             entry.line = line;
@@ -101,28 +106,32 @@ impl Stage for Cri {
         let due: Vec<BTreeMap<String, String>> = self
             .partials
             .iter()
-            .filter(|(_, (_, since))| cx.now.saturating_duration_since(*since) >= self.max_wait)
+            .filter(|(_, (_, since, _))| cx.now.saturating_duration_since(*since) >= self.max_wait)
             .map(|(k, _)| k.clone())
             .collect();
         for k in due {
-            if let Some((e, _)) = self.partials.remove(&k) {
+            if let Some((e, _, _)) = self.partials.remove(&k) {
                 out.push(e);
             }
         }
     }
 
     fn flush_all(&mut self, _cx: &mut Cx<'_>, out: &mut Vec<Entry>) {
-        out.extend(self.partials.drain().map(|(_, (e, _))| e));
+        out.extend(self.partials.drain().map(|(_, (e, _, _))| e));
     }
 
     fn pending(&self) -> usize {
         self.partials.len()
     }
 
+    fn held_origins(&self, out: &mut Vec<u64>) {
+        out.extend(self.partials.values().map(|(_, _, first)| *first));
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         self.partials
             .values()
-            .map(|(_, since)| *since + self.max_wait)
+            .map(|(_, since, _)| *since + self.max_wait)
             .min()
     }
 }

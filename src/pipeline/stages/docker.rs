@@ -33,6 +33,8 @@ struct DockerConfig {
 
 struct Partial {
     entry: Entry,
+    /// Origin of the first piece.
+    first_origin: u64,
     text: String,
     truncated: bool,
     since: Instant,
@@ -104,6 +106,7 @@ impl Stage for Docker {
                 self.partials.insert(
                     key,
                     Partial {
+                        first_origin: entry.origin,
                         entry,
                         text: output,
                         truncated,
@@ -152,6 +155,10 @@ impl Stage for Docker {
 
     fn pending(&self) -> usize {
         self.partials.len()
+    }
+
+    fn held_origins(&self, out: &mut Vec<u64>) {
+        out.extend(self.partials.values().map(|p| p.first_origin));
     }
 
     fn next_deadline(&self) -> Option<Instant> {

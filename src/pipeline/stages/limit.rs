@@ -139,6 +139,10 @@ impl Stage for Limit {
         self.held.len()
     }
 
+    fn held_origins(&self, out: &mut Vec<u64>) {
+        out.extend(self.held.iter().map(|e| e.origin));
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         if self.held.is_empty() {
             return None;

@@ -310,6 +310,12 @@ impl Stage for Match {
         }
     }
 
+    fn held_origins(&self, out: &mut Vec<u64>) {
+        if let Action::Keep(stages, _) = &self.action {
+            stages.held_origins(out);
+        }
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         match &self.action {
             Action::Keep(stages, _) => stages.next_deadline(),

@@ -125,6 +125,15 @@ impl Stage for Multiline {
         self.blocks.values().map(|b| b.lines as usize).sum()
     }
 
+    fn held_origins(&self, out: &mut Vec<u64>) {
+        out.extend(
+            self.blocks
+                .values()
+                .filter(|b| b.lines > 0)
+                .map(|b| b.start.origin),
+        );
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         self.blocks
             .values()

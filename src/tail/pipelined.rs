@@ -1,0 +1,451 @@
+//! Running a target's `pipeline_stages` over what the tailer read, without ever letting a
+//! position pass a line the stages still hold.
+//!
+//! One [`Pipeline`] serves all files of a target, as in Promtail (its stateful stages keep
+//! their state per stream). Each line handed to it carries an origin made of its file's slot
+//! and its sequence number in that file. After each step, the stages say which lines they still
+//! hold (the first line of every held entry); a file's *frontier* is the start of its oldest
+//! line still held, or the end of its last line when none is. Chunks of what came out are
+//! registered with the acknowledger up to the frontier, so a position never moves past a line
+//! that has not left the pipeline; a step that emits nothing still moves the frontier.
+
+use super::lines::Split;
+use crate::acknowledge::{Acknowledger, SourceKey};
+use crate::entry::{Chunk, Line, Timestamp};
+use crate::labels::LabelSet;
+use crate::metrics::{HostReason, Metrics};
+use crate::pipeline::{Entry, Pipeline, TENANT_LABEL};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Bits of an origin that number a line within its file; the rest name the file's slot.
+const SEQ_BITS: u32 = 44;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+
+fn origin(slot: u32, seq: u64) -> u64 {
+    (u64::from(slot) << SEQ_BITS) | (seq & SEQ_MASK)
+}
+
+fn slot_of(origin: u64) -> u32 {
+    (origin >> SEQ_BITS) as u32
+}
+
+/// Entries that came out of one file with one label set and tenant: (slot, labels, tenant).
+type Group = (u32, BTreeMap<String, String>, Option<String>, Vec<Entry>);
+
+/// One file's lines on their way through the pipeline.
+#[derive(Debug)]
+struct Feed {
+    source: SourceKey,
+    /// The labels its entries start with.
+    labels: BTreeMap<String, String>,
+    next_seq: u64,
+    /// End offset of the last line handed over.
+    last_end: u64,
+    /// (sequence, start offset) of lines handed over and not known to be out, oldest first.
+    pending: VecDeque<(u64, u64)>,
+    /// The frontier last registered.
+    frontier: u64,
+    size: u64,
+    /// The file was closed; the feed goes once nothing of it is held.
+    closed: bool,
+}
+
+/// A target's pipeline and the files feeding it.
+pub(super) struct TargetPipeline {
+    pipeline: Pipeline,
+    feeds: HashMap<u32, Feed>,
+    label_sets: HashMap<BTreeMap<String, String>, Arc<LabelSet>>,
+    /// Print what each stage did, to standard error (`-inspect`).
+    inspect: bool,
+    emitted: Vec<Entry>,
+    dropped: Vec<(u64, String)>,
+}
+
+/// Label sets remembered at most per target (beyond, the cache starts over).
+const LABEL_SET_CACHE: usize = 10_000;
+
+impl TargetPipeline {
+    pub fn new(pipeline: Pipeline, inspect: bool) -> TargetPipeline {
+        TargetPipeline {
+            pipeline,
+            feeds: HashMap::new(),
+            label_sets: HashMap::new(),
+            inspect,
+            emitted: Vec::new(),
+            dropped: Vec::new(),
+        }
+    }
+
+    /// A file (generation) starts feeding the pipeline from `start`.
+    pub fn open(&mut self, slot: u32, source: SourceKey, labels: &LabelSet, start: u64) {
+        let labels = labels.pairs().iter().cloned().collect();
+        self.feeds.insert(
+            slot,
+            Feed {
+                source,
+                labels,
+                next_seq: 0,
+                last_end: start,
+                pending: VecDeque::new(),
+                frontier: start,
+                size: start,
+                closed: false,
+            },
+        );
+    }
+
+    /// The file's labels changed (reload, container metadata).
+    pub fn relabel(&mut self, slot: u32, labels: &LabelSet) {
+        if let Some(feed) = self.feeds.get_mut(&slot) {
+            feed.labels = labels.pairs().iter().cloned().collect();
+        }
+    }
+
+    /// The file was closed: its feed goes once nothing of it is held. Returns whether the
+    /// caller may close the file's source now.
+    pub fn close(&mut self, slot: u32) -> bool {
+        match self.feeds.get_mut(&slot) {
+            Some(feed) if !feed.pending.is_empty() => {
+                feed.closed = true;
+                false
+            }
+            _ => {
+                self.feeds.remove(&slot);
+                true
+            }
+        }
+    }
+
+    /// Hands the lines of one read to the stages.
+    pub fn feed(&mut self, slot: u32, split: &Split, base: Timestamp, size: u64, now: Instant) {
+        let Some(feed) = self.feeds.get_mut(&slot) else {
+            return;
+        };
+        feed.size = feed.size.max(size);
+        for (i, span) in split.spans.iter().enumerate() {
+            let seq = feed.next_seq;
+            feed.next_seq += 1;
+            feed.pending.push_back((seq, feed.last_end));
+            feed.last_end = span.offset;
+            let text = split
+                .text
+                .get(span.start as usize..span.end as usize)
+                .unwrap_or_default();
+            let entry = Entry::new(
+                Timestamp(base.0 + i as i64),
+                text,
+                feed.labels.clone(),
+                origin(slot, seq),
+            );
+            if self.inspect {
+                let changes =
+                    self.pipeline
+                        .process_inspect(entry, now, &mut self.emitted, &mut self.dropped);
+                for line in changes {
+                    eprintln!("{line}");
+                }
+            } else {
+                self.pipeline
+                    .process(entry, now, &mut self.emitted, &mut self.dropped);
+            }
+        }
+    }
+
+    /// Releases what the stages held past its wait time.
+    pub fn flush_due(&mut self, now: Instant) {
+        self.pipeline.flush_due(now, &mut self.emitted);
+    }
+
+    /// Releases everything held (end of input).
+    pub fn flush_all(&mut self) {
+        self.pipeline.flush_all(&mut self.emitted);
+    }
+
+    /// When the stages next have something to release on their own.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pipeline.next_deadline()
+    }
+
+    /// Turns what came out into chunks (one per file, label set and tenant) registered up to
+    /// each file's frontier, counts drops, and returns the sources of closed files that are now
+    /// fully out.
+    pub fn finish(
+        &mut self,
+        acks: &Acknowledger,
+        metrics: &Metrics,
+        out: &mut Vec<Chunk>,
+    ) -> Vec<SourceKey> {
+        self.pipeline.take_dropped(&mut self.dropped);
+        for (_, reason) in self.dropped.drain(..) {
+            metrics
+                .dropped_entries
+                .get_or_create(&HostReason {
+                    host: String::new(),
+                    reason,
+                })
+                .inc();
+        }
+        // The oldest line each file still has in the stages.
+        let mut held: Vec<u64> = Vec::new();
+        self.pipeline.held_origins(&mut held);
+        let mut oldest: HashMap<u32, u64> = HashMap::new();
+        for o in held {
+            let seq = o & SEQ_MASK;
+            oldest
+                .entry(slot_of(o))
+                .and_modify(|s| *s = (*s).min(seq))
+                .or_insert(seq);
+        }
+        // Group what came out by file, labels and tenant, keeping its order.
+        let mut groups: Vec<Group> = Vec::new();
+        for mut entry in self.emitted.drain(..) {
+            let slot = slot_of(entry.origin);
+            let tenant = entry.labels.remove(TENANT_LABEL);
+            entry
+                .labels
+                .retain(|k, v| !k.starts_with("__") && !v.is_empty());
+            let labels = std::mem::take(&mut entry.labels);
+            match groups
+                .iter_mut()
+                .find(|(s, l, t, _)| *s == slot && *l == labels && *t == tenant)
+            {
+                Some(group) => group.3.push(entry),
+                None => groups.push((slot, labels, tenant, vec![entry])),
+            }
+        }
+        let mut touched: HashSet<u32> = HashSet::new();
+        let mut frontiers: HashMap<u32, u64> = HashMap::new();
+        for (slot, feed) in &mut self.feeds {
+            let limit = oldest.get(slot).copied().unwrap_or(u64::MAX);
+            while feed.pending.front().is_some_and(|(seq, _)| *seq < limit) {
+                feed.pending.pop_front();
+            }
+            let frontier = feed
+                .pending
+                .front()
+                .map_or(feed.last_end, |(_, start)| *start);
+            frontiers.insert(*slot, frontier);
+        }
+        for (slot, labels, tenant, entries) in groups {
+            let Some(feed) = self.feeds.get(&slot) else {
+                // A generation forgotten (its file was truncated): its lines still go out.
+                continue;
+            };
+            let frontier = frontiers.get(&slot).copied().unwrap_or(feed.frontier);
+            touched.insert(slot);
+            let ticket = acks.reserve(feed.source, frontier, feed.size);
+            let label_set = self.label_set(labels);
+            let mut chunk = Chunk::new(
+                ticket,
+                label_set,
+                String::new(),
+                Vec::with_capacity(entries.len()),
+            );
+            chunk.tenant = tenant.map(Arc::from);
+            let with_metadata = entries.iter().any(|e| !e.structured_metadata.is_empty());
+            for entry in entries {
+                let start = chunk.text.len() as u32;
+                chunk.text.push_str(&entry.line);
+                chunk.lines.push(Line {
+                    start,
+                    end: chunk.text.len() as u32,
+                    timestamp: entry.timestamp,
+                    offset: frontier,
+                });
+                if with_metadata {
+                    chunk
+                        .metadata
+                        .push(entry.structured_metadata.into_iter().collect());
+                }
+            }
+            out.push(chunk);
+        }
+        let mut closable = Vec::new();
+        for (slot, feed) in &mut self.feeds {
+            let frontier = frontiers.get(slot).copied().unwrap_or(feed.frontier);
+            if frontier > feed.frontier && !touched.contains(slot) {
+                // Everything up to here was dropped or is out in earlier chunks: record it.
+                acks.dispatch(feed.source, frontier, feed.size, 0);
+            }
+            feed.frontier = frontier;
+            if feed.closed && feed.pending.is_empty() {
+                closable.push(*slot);
+            }
+        }
+        closable
+            .into_iter()
+            .filter_map(|slot| self.feeds.remove(&slot).map(|f| f.source))
+            .collect()
+    }
+
+    fn label_set(&mut self, labels: BTreeMap<String, String>) -> Arc<LabelSet> {
+        if let Some(set) = self.label_sets.get(&labels) {
+            return set.clone();
+        }
+        if self.label_sets.len() >= LABEL_SET_CACHE {
+            self.label_sets.clear();
+        }
+        let set = Arc::new(LabelSet::new(
+            labels.iter().map(|(k, v)| (k.clone(), v.clone())),
+        ));
+        self.label_sets.insert(labels, set.clone());
+        set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acknowledge::AckedOffset;
+    use crate::pipeline::CustomMetrics;
+    use crate::positions::{FileId, Fingerprint, Table};
+    use crate::tail::lines::{LineLimit, Splitter};
+
+    fn pipeline(yaml: &str) -> TargetPipeline {
+        let stages: Vec<serde_yaml_ng::Value> = serde_yaml_ng::from_str(yaml).unwrap();
+        TargetPipeline::new(
+            Pipeline::new(&stages, &CustomMetrics::default(), "t").unwrap(),
+            false,
+        )
+    }
+
+    fn split(text: &str, end: u64) -> Split {
+        let mut s = Splitter::new(LineLimit {
+            max: 1 << 20,
+            truncate: true,
+        });
+        let mut buf = s.take_buffer(text.len());
+        buf.extend_from_slice(text.as_bytes());
+        s.split(buf, end)
+    }
+
+    #[test]
+    fn positions_stay_behind_a_held_multiline_block() {
+        let acks = Acknowledger::new(Table::default());
+        let id = FileId {
+            device: 1,
+            inode: 1,
+        };
+        let source = acks.open(
+            std::path::Path::new("/f"),
+            id,
+            Fingerprint::of(b""),
+            AckedOffset::START,
+        );
+        let mut tp = pipeline("- multiline:\n    firstline: '^START'\n");
+        tp.open(3, source, &LabelSet::new([("job", "j")]), 0);
+        let metrics = Metrics::new();
+        let text = "START a\n  more\nSTART b\n  tail\n";
+        tp.feed(
+            3,
+            &split(text, text.len() as u64),
+            Timestamp(1),
+            text.len() as u64,
+            Instant::now(),
+        );
+        let mut out = vec![];
+        tp.finish(&acks, &metrics, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].line_text(&out[0].lines[0]), "START a\n  more");
+        acks.arm(out[0].ticket, 1);
+        acks.settle(out[0].ticket);
+        // The block "START b" is held: the position stops where it starts (offset 15).
+        assert_eq!(acks.with_table(|t| t.offset(id)), Some(15));
+        tp.flush_all();
+        let mut out = vec![];
+        tp.finish(&acks, &metrics, &mut out);
+        acks.arm(out[0].ticket, 1);
+        acks.settle(out[0].ticket);
+        assert_eq!(acks.with_table(|t| t.offset(id)), Some(text.len() as u64));
+    }
+
+    #[test]
+    fn dropped_lines_move_the_position_and_are_counted() {
+        let acks = Acknowledger::new(Table::default());
+        let id = FileId {
+            device: 1,
+            inode: 2,
+        };
+        let source = acks.open(
+            std::path::Path::new("/f"),
+            id,
+            Fingerprint::of(b""),
+            AckedOffset::START,
+        );
+        let mut tp = pipeline("- drop:\n    expression: 'debug'\n");
+        tp.open(0, source, &LabelSet::new([("job", "j")]), 0);
+        let metrics = Metrics::new();
+        let text = "debug 1\ndebug 2\n";
+        tp.feed(0, &split(text, 16), Timestamp(1), 16, Instant::now());
+        let mut out = vec![];
+        tp.finish(&acks, &metrics, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(acks.with_table(|t| t.offset(id)), Some(16));
+        assert!(
+            metrics.render().contains("reason=\"drop_stage\"} 2"),
+            "{}",
+            metrics.render()
+        );
+    }
+
+    #[test]
+    fn labels_and_tenant_from_stages_split_chunks() {
+        let acks = Acknowledger::new(Table::default());
+        let id = FileId {
+            device: 1,
+            inode: 3,
+        };
+        let source = acks.open(
+            std::path::Path::new("/f"),
+            id,
+            Fingerprint::of(b""),
+            AckedOffset::START,
+        );
+        let mut tp = pipeline(
+            "- regex:\n    expression: '^(?P<level>\\w+) (?P<team>\\w+)'\n- labels:\n    level:\n- tenant:\n    source: team\n",
+        );
+        tp.open(0, source, &LabelSet::new([("job", "j")]), 0);
+        let text = "info a x\nerror a y\ninfo b z\n";
+        tp.feed(
+            0,
+            &split(text, text.len() as u64),
+            Timestamp(1),
+            text.len() as u64,
+            Instant::now(),
+        );
+        let mut out = vec![];
+        tp.finish(&acks, &Metrics::new(), &mut out);
+        let got: Vec<(String, Option<String>, usize)> = out
+            .iter()
+            .map(|c| {
+                (
+                    c.labels.rendered().to_string(),
+                    c.tenant.as_deref().map(str::to_string),
+                    c.lines.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    r#"{job="j", level="info"}"#.to_string(),
+                    Some("a".to_string()),
+                    1
+                ),
+                (
+                    r#"{job="j", level="error"}"#.to_string(),
+                    Some("a".to_string()),
+                    1
+                ),
+                (
+                    r#"{job="j", level="info"}"#.to_string(),
+                    Some("b".to_string()),
+                    1
+                ),
+            ]
+        );
+    }
+}

@@ -57,6 +57,37 @@ pub struct Split {
     pub invalid_utf8: u64,
 }
 
+impl Split {
+    /// The chunk lines of this split, read at `base` and after: lines read together share the
+    /// read time, nudged apart by a nanosecond each so that a source's lines keep their order
+    /// and identical lines are not taken for duplicates.
+    pub fn lines_at(&self, base: crate::entry::Timestamp) -> Vec<crate::entry::Line> {
+        self.spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| crate::entry::Line {
+                start: s.start,
+                end: s.end,
+                timestamp: crate::entry::Timestamp(base.0 + i as i64),
+                offset: s.offset,
+            })
+            .collect()
+    }
+
+    /// The timestamp for a split read now, after a last line stamped `last`, and the stamp
+    /// its own last line will get.
+    pub fn stamp(
+        &self,
+        last: crate::entry::Timestamp,
+    ) -> (crate::entry::Timestamp, crate::entry::Timestamp) {
+        let base = crate::entry::Timestamp(crate::entry::Timestamp::now().0.max(last.0 + 1));
+        (
+            base,
+            crate::entry::Timestamp(base.0 + self.spans.len().max(1) as i64 - 1),
+        )
+    }
+}
+
 /// Turns successive reads of one file into complete lines.
 #[derive(Debug)]
 pub struct Splitter {

@@ -29,7 +29,7 @@ use crate::acknowledge::{AckedOffset, Acknowledger};
 use crate::discover::Targets;
 use crate::discover::meta::MetaCache;
 use crate::discover::watch::Watcher;
-use crate::entry::{Chunk, Line, Timestamp};
+use crate::entry::{Chunk, Timestamp};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::positions::{FileId, Fingerprint};
 use crate::status::{FileState, FileStatus, StatusBoard, unix_seconds};
@@ -747,21 +747,9 @@ impl Tailer {
             return;
         }
         tf.counters.lines.inc_by(split.spans.len() as u64);
-        // Lines read together share the read time, nudged apart by a nanosecond each so that a
-        // file's lines keep their order and identical lines are not taken for duplicates.
-        let base = Timestamp(Timestamp::now().0.max(tf.last_ts.0 + 1));
-        let lines: Vec<Line> = split
-            .spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Line {
-                start: s.start,
-                end: s.end,
-                timestamp: Timestamp(base.0 + i as i64),
-                offset: s.offset,
-            })
-            .collect();
-        tf.last_ts = Timestamp(base.0 + lines.len() as i64 - 1);
+        let (base, last_ts) = split.stamp(tf.last_ts);
+        tf.last_ts = last_ts;
+        let lines = split.lines_at(base);
         if let Some(Some(tp)) = self.pipelines.get_mut(tf.target) {
             tp.feed(tf.slot, &split, base, tf.size, Instant::now());
             self.finish_pipeline(tf.target);

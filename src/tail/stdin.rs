@@ -6,7 +6,7 @@ use super::lines::{LineLimit, Splitter};
 use super::pipelined::TargetPipeline;
 use crate::acknowledge::{AckedOffset, Acknowledger};
 use crate::config::{Config, PATH_EXCLUDE_LABEL, PATH_LABEL};
-use crate::entry::{Chunk, Line, Timestamp};
+use crate::entry::{Chunk, Timestamp};
 use crate::labels::LabelSet;
 use crate::metrics::Metrics;
 use crate::pipeline::{CustomMetrics, Pipeline};
@@ -103,22 +103,12 @@ pub fn read_stdin(
             splitter.split(buf, offset)
         };
         if !split.spans.is_empty() {
-            let ts = Timestamp(Timestamp::now().0.max(last_ts.0 + 1));
-            last_ts = Timestamp(ts.0 + split.spans.len() as i64 - 1);
+            let (ts, last) = split.stamp(last_ts);
+            last_ts = last;
             match pipeline.as_mut() {
                 Some(tp) => tp.feed(0, &split, ts, offset, Instant::now()),
                 None => {
-                    let lines = split
-                        .spans
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| Line {
-                            start: s.start,
-                            end: s.end,
-                            timestamp: Timestamp(ts.0 + i as i64),
-                            offset: s.offset,
-                        })
-                        .collect();
+                    let lines = split.lines_at(ts);
                     let end = split.spans.last().map_or(offset, |s| s.offset);
                     let ticket = acks.reserve(source, end, offset);
                     if out

@@ -401,7 +401,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         if let Some(e) = early {
             return if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e).context("cannot write to standard output") };
         }
-        let _ = outputs.publish.send(Vec::new());
+        // The outputs stay as they are: the fan-out hands on what is queued, and when it ends,
+        // the output list it holds goes with it, which closes the outputs' queues.
         let tasks = std::mem::take(&mut outputs.tasks);
         drop(outputs);
         let all_done = async {

@@ -92,6 +92,64 @@ where
     }
 }
 
+/// Formats events as one JSON object per line, with the keys of [`Logfmt`]: `level`, `ts`,
+/// `msg`, then the event's fields.
+pub struct Json;
+
+struct JsonFields(serde_json::Map<String, serde_json::Value>);
+
+impl Visit for JsonFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(json_key(field), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(json_key(field), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(json_key(field), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(json_key(field), value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(json_key(field), format!("{value:?}").into());
+    }
+}
+
+fn json_key(field: &Field) -> String {
+    if field.name() == "message" {
+        "msg".into()
+    } else {
+        field.name().into()
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for Json
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut map = serde_json::Map::new();
+        map.insert("level".into(), level_name(event.metadata().level()).into());
+        map.insert(
+            "ts".into(),
+            chrono::Utc::now()
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string()
+                .into(),
+        );
+        let mut fields = JsonFields(map);
+        event.record(&mut fields);
+        writeln!(writer, "{}", serde_json::Value::Object(fields.0))
+    }
+}
+
 /// Sets up logging at `level` (debug, info, warn, error) in `format` (logfmt or json).
 /// `LOGFERRY_LOG` (an `EnvFilter` directive) overrides the level.
 pub fn init(level: &str, format: &str) {
@@ -101,7 +159,7 @@ pub fn init(level: &str, format: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if format == "json" {
-        builder.json().flatten_event(true).with_target(false).init();
+        builder.event_format(Json).init();
     } else {
         builder.event_format(Logfmt).init();
     }

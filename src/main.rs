@@ -53,8 +53,8 @@ fn main() -> ExitCode {
     match agent::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            // Logging is set up by now: the error goes out in the chosen log format.
             tracing::error!("{err:#}");
-            eprintln!("logferry: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -127,9 +127,24 @@ impl StatusBoard {
         *lock(&self.files) = files;
     }
 
-    /// Updates (or adds) the client with `key`.
+    /// Adds a client under `key`.
+    pub fn add_client(&self, key: u64, url: String, host: String) {
+        lock(&self.clients).insert(
+            key,
+            ClientStatus {
+                url,
+                host,
+                ..ClientStatus::default()
+            },
+        );
+    }
+
+    /// Updates the client with `key`; a client removed from the page (by a reload) stays
+    /// removed, even while it finishes what it holds.
     pub fn update_client(&self, key: u64, f: impl FnOnce(&mut ClientStatus)) {
-        f(lock(&self.clients).entry(key).or_default());
+        if let Some(client) = lock(&self.clients).get_mut(&key) {
+            f(client);
+        }
     }
 
     pub fn remove_client(&self, key: u64) {
@@ -144,7 +159,10 @@ impl StatusBoard {
         acks.with_table(|table| {
             for f in &mut files {
                 f.position = f.id.and_then(|id| table.offset(id)).unwrap_or(0);
-                f.lag_bytes = f.size.saturating_sub(f.position);
+                // The size is from the tailer's last snapshot (at most a second old), the
+                // position is live: a file that grew since is at least that long.
+                f.size = f.size.max(f.position);
+                f.lag_bytes = f.size - f.position;
                 if f.state == FileState::Reading && f.last_read.is_none_or(|t| now - t > 10.0) {
                     f.state = FileState::Idle;
                 }
@@ -317,15 +335,19 @@ mod tests {
             id: None,
             target: 0,
         }]);
-        board.update_client(1, |c| {
-            c.url = "http://l:3100/loki/api/v1/push".into();
-            c.last_result = Some("204".into());
-        });
+        board.add_client(1, "http://l:3100/loki/api/v1/push".into(), "l:3100".into());
+        board.update_client(1, |c| c.last_result = Some("204".into()));
+        board.update_client(2, |c| c.last_result = Some("ghost".into()));
         let overview = board.overview(&Acknowledger::new(Table::default()));
         assert_eq!(overview.jobs[0].targets[0].files[0].lag_bytes, 100);
         let html = render_html(&overview);
         assert!(html.contains("sys&lt;tem&gt;") && html.contains("/var/log/a&amp;b.log"));
         assert!(html.contains("<td class=\"n\">100</td>") && html.contains("204"));
         assert!(!html.contains("<script"));
+        assert_eq!(
+            overview.clients.len(),
+            1,
+            "updates to unknown clients add nothing"
+        );
     }
 }

@@ -102,6 +102,21 @@ impl Ledger {
         self.advance()
     }
 
+    /// `more` outputs will settle chunk `seq` too (it went to outputs added meanwhile). Only
+    /// a chunk still in flight can take more; returns whether it did.
+    pub fn add_outputs(&mut self, seq: u64, more: u32) -> bool {
+        let Some(index) = seq.checked_sub(self.first_seq) else {
+            return false;
+        };
+        match self.in_flight.get_mut(index as usize) {
+            Some(chunk) if chunk.armed && chunk.unsettled > 0 => {
+                chunk.unsettled += more;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// One output settled chunk `seq`. Settling an unknown or already settled chunk does
     /// nothing. Returns whether the acknowledged offset moved.
     pub fn settle(&mut self, seq: u64) -> bool {

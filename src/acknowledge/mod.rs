@@ -160,6 +160,17 @@ impl Acknowledger {
         }
     }
 
+    /// `more` outputs will also settle this chunk (outputs added by a reload while it was being
+    /// handed out). Works while the chunk is unsettled by someone, which the fan-out ensures by
+    /// holding a share of it until it is done handing it out.
+    pub fn add_outputs(&self, ticket: Ticket, more: u32) -> bool {
+        let mut inner = self.lock();
+        match inner.sources.get_mut(&ticket.source) {
+            Some(source) => source.ledger.add_outputs(ticket.seq, more),
+            None => false,
+        }
+    }
+
     /// [`reserve`](Self::reserve) and [`arm`](Self::arm) at once.
     pub fn dispatch(&self, source: SourceKey, end: u64, size: u64, outputs: u32) -> Ticket {
         let ticket = self.reserve(source, end, size);

@@ -175,10 +175,7 @@ impl LokiClient {
 
     /// Reports this client's state to the status page under `key`.
     pub fn with_status(mut self, board: Arc<StatusBoard>, key: u64) -> LokiClient {
-        board.update_client(key, |c| {
-            c.url = self.url.to_string();
-            c.host = self.host.clone();
-        });
+        board.add_client(key, self.url.to_string(), self.host.clone());
         self.status = Some((board, key));
         self
     }

@@ -11,6 +11,7 @@ pub mod tls;
 use crate::acknowledge::Acknowledger;
 use crate::entry::Chunk;
 use crate::metrics::{HostLabel, Metrics};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -52,19 +53,38 @@ pub async fn fan_out(
             chunk = chunks.recv() => chunk,
         };
         let Some(chunk) = chunk else { return };
-        let current = outputs.borrow_and_update().clone();
-        acks.arm(chunk.ticket, current.len() as u32);
+        // The fan-out holds a share of the chunk until it is done handing it out, so that
+        // outputs a reload adds meanwhile can still be counted in.
+        let mut todo: VecDeque<OutputHandle> =
+            outputs.borrow_and_update().iter().cloned().collect();
+        if todo.is_empty() {
+            // Nothing could deliver it: left unarmed, it holds its file's position back.
+            continue;
+        }
+        acks.arm(chunk.ticket, todo.len() as u32 + 1);
         let chunk = Arc::new(chunk);
-        for output in &current {
+        let mut handed: HashSet<u64> = HashSet::new();
+        while let Some(output) = todo.pop_front() {
             let mut abort = abort.clone();
             let sent = tokio::select! {
                 biased;
                 _ = abort.wait_for(|v| *v) => return,
                 // A reload removed this output while it was full: it will never take the
-                // chunk, so it settles it as gone.
+                // chunk, so it settles it as gone (its replacement gets it below).
                 () = removed(&mut outputs, output.key) => false,
                 sent = output.queue.send(chunk.clone()) => sent.is_ok(),
             };
+            handed.insert(output.key);
+            // Outputs a reload added since the chunk came in get it too.
+            let newcomers: Vec<OutputHandle> = outputs
+                .borrow()
+                .iter()
+                .filter(|o| !handed.contains(&o.key) && !todo.iter().any(|t| t.key == o.key))
+                .cloned()
+                .collect();
+            if !newcomers.is_empty() && acks.add_outputs(chunk.ticket, newcomers.len() as u32) {
+                todo.extend(newcomers);
+            }
             if !sent {
                 acks.settle(chunk.ticket);
                 continue;
@@ -77,6 +97,8 @@ pub async fn fan_out(
                 })
                 .set(used as f64 / output.queue.max_capacity().max(1) as f64);
         }
+        // The fan-out's own share.
+        acks.settle(chunk.ticket);
     }
 }
 

@@ -20,7 +20,10 @@ fn main() -> ExitCode {
     };
     if cli.check_syntax {
         return match config {
-            Ok(_) => {
+            Ok(config) => {
+                if cli.print_config_stderr {
+                    eprint!("{}", config.to_yaml());
+                }
                 println!("Valid config file! No syntax issues found");
                 ExitCode::SUCCESS
             }

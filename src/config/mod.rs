@@ -68,7 +68,13 @@ impl Config {
             let inner = err.into_inner();
             let (line, column) = inner
                 .location()
-                .map(|l| refine_location(text, l.line(), l.column(), &key))
+                .map(|l| {
+                    // A bad glob is reported at its labels map; point at the label itself.
+                    let hint = [PATH_EXCLUDE_LABEL, PATH_LABEL]
+                        .into_iter()
+                        .find(|k| inner.to_string().contains(&format!("in {k} ")));
+                    refine_location(text, l.line(), l.column(), hint.unwrap_or(&key))
+                })
                 .unwrap_or((0, 0));
             let message = inner.to_string();
             let mut message = match message.rfind(" at line ") {

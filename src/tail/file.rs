@@ -73,6 +73,8 @@ pub(super) struct TailedFile {
     pub last_active: Instant,
     /// Whether it ever yielded bytes.
     pub has_read: bool,
+    /// The ctime at which its first bytes were last checked against its fingerprint.
+    pub verified_ctime: Option<(i64, i64)>,
     /// When it left its path (rotated or removed); it is then drained and closed.
     pub gone_since: Option<Instant>,
 }

@@ -39,6 +39,7 @@ use lines::{LineLimit, Split, Splitter};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -349,7 +350,6 @@ impl Tailer {
     /// Matches the globs again: new files are opened, known ones checked for rotation and
     /// truncation, and positions of long-gone files pruned.
     fn rescan(&mut self) {
-        self.status_changed = true;
         let now = Instant::now();
         self.next_rescan = now + self.opts.rescan_every;
         self.watcher.update(&self.targets.watch_roots());
@@ -420,11 +420,16 @@ impl Tailer {
                     }
                     return;
                 }
+                // Any write or truncation changes the ctime: an unchanged file needs no second
+                // look at its first bytes (this is what keeps rescans of idle files cheap).
+                let ctime = (meta.ctime(), meta.ctime_nsec());
                 let rewritten = tf.read_pos > 0
+                    && tf.verified_ctime != Some(ctime)
                     && tf
                         .file
                         .as_ref()
                         .is_some_and(|f| !tf.fingerprint.matches(f).unwrap_or(true));
+                tf.verified_ctime = Some(ctime);
                 if meta.len() < tf.read_pos || rewritten {
                     let size = meta.len();
                     self.truncated(path, size);
@@ -519,6 +524,7 @@ impl Tailer {
             queued: false,
             last_active: Instant::now(),
             has_read: false,
+            verified_ctime: None,
             gone_since: None,
         };
         self.ids.insert(id);

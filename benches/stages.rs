@@ -1,1 +1,340 @@
-fn main() {}
+//! Throughput of the pipeline stages, in lines per second, next to the floor every stage pays.
+//!
+//! Each case prepares a few thousand realistic lines of its format once, outside the timed part.
+//! One iteration makes an [`Entry`] of each line (`Entry::new`, with the three labels a file
+//! target has), runs it through a [`Pipeline`] of that case's stages, and flushes what stages
+//! hold at the end, so that every line has come out; `Instant::now()` is read once per iteration.
+//!
+//! - `pipeline`: the case's stages. `regex` (nginx combined), `json` and `logfmt` (application
+//!   logs, five extracted keys), `docker` (json-file lines), `cri` (mostly `F` lines, every 64th
+//!   line split into a `P` piece and its `F` end), `multiline` (log4j lines, one block in five
+//!   with a stack trace), and `chain`: `docker` → `regex` → `labels` → `timestamp` → `output`
+//!   on application lines inside Docker's json-file format, as a Docker host's config runs them.
+//! - `baseline`: the same lines through a pipeline without stages, i.e. making the entries and
+//!   passing them on. `pipeline` over `baseline` is what the stages cost.
+//!
+//! Before timing, each case runs its lines once and checks that the stages did what they are
+//! there for (the regex matched, labels and timestamps were set, pieces were joined), so the
+//! figures are those of the parsing path, not of lines that fail to parse.
+//!
+//! ```sh
+//! cargo bench --bench stages
+//! ```
+
+use divan::Bencher;
+use divan::counter::ItemsCount;
+use logferry::entry::Timestamp;
+use logferry::pipeline::{CustomMetrics, Entry, Pipeline};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+fn main() {
+    divan::main();
+}
+
+/// Lines per iteration.
+const LINES: usize = 4096;
+
+/// The read time the entries start with (2027): later than every time in the lines, so an
+/// entry whose time a stage set is earlier.
+const READ_TIME: i64 = 1_800_000_000_000_000_000;
+
+const CASES: &[&str] = &[
+    "regex",
+    "json",
+    "logfmt",
+    "docker",
+    "cri",
+    "multiline",
+    "chain",
+];
+
+const NGINX_REGEX: &str = r#"^(?P<remote_addr>[\w\.:]+) - (?P<remote_user>[^ ]*) \[(?P<time_local>[^\]]*)\] "(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<body_bytes_sent>\d+) "(?P<http_referer>(?:[^"\\]|\\.)*)" "(?P<http_user_agent>(?:[^"\\]|\\.)*)"$"#;
+
+/// The `pipeline_stages` of a case.
+fn stages_yaml(case: &str) -> String {
+    match case {
+        "regex" => format!("- regex:\n    expression: '{NGINX_REGEX}'\n"),
+        "json" => "- json:\n    expressions:\n      time:\n      level:\n      msg:\n      status:\n      user_id: user.id\n".into(),
+        "logfmt" => "- logfmt:\n    mapping:\n      time:\n      level:\n      msg:\n      status:\n      duration:\n".into(),
+        "docker" => "- docker: {}\n".into(),
+        "cri" => "- cri: {}\n".into(),
+        "multiline" => "- multiline:\n    firstline: '^\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2},\\d{3} '\n    max_wait_time: 3s\n".into(),
+        "chain" => concat!(
+            "- docker: {}\n",
+            "- regex:\n",
+            "    expression: '^(?P<time>\\S+) (?P<level>[A-Z]+)\\s+\\[(?P<thread>[^\\]]+)\\] (?P<logger>\\S+) - (?P<msg>.*)'\n",
+            "- labels:\n",
+            "    level:\n",
+            "- timestamp:\n",
+            "    source: time\n",
+            "    format: RFC3339Nano\n",
+            "- output:\n",
+            "    source: msg\n",
+        )
+        .into(),
+        other => panic!("unknown case {other}"),
+    }
+}
+
+const AGENTS: &[&str] = &[
+    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+    "curl/8.5.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15",
+    "Prometheus/2.53.0",
+    "kube-probe/1.30",
+];
+const PATHS: &[&str] = &["/", "/api/v1/items", "/static/app.js", "/login", "/healthz"];
+const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
+const STATUSES: &[u16] = &[200, 200, 304, 404, 500];
+const LEVELS: &[&str] = &["INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"];
+const MESSAGES: &[&str] = &[
+    "request done",
+    "cache miss, loading from the database",
+    "slow request",
+    "user logged in",
+    "retrying upstream call after timeout",
+];
+
+fn nginx_line(i: usize) -> String {
+    format!(
+        "203.0.{}.{} - - [21/Mar/2024:10:{:02}:{:02} +0100] \"{} {}?id={} HTTP/1.1\" {} {} \"https://example.com/page/{}\" \"{}\"",
+        i % 7,
+        i % 251,
+        i / 60 % 60,
+        i % 60,
+        METHODS[i % METHODS.len()],
+        PATHS[i % PATHS.len()],
+        i,
+        [200, 200, 200, 304, 404, 500][i % 6],
+        100 + i * 37 % 9000,
+        i % 97,
+        AGENTS[i % AGENTS.len()],
+    )
+}
+
+fn rfc3339(i: usize) -> String {
+    format!(
+        "2024-03-21T{:02}:{:02}:{:02}.{:09}Z",
+        10 + i / 3600 % 12,
+        i / 60 % 60,
+        i % 60,
+        i * 137_123 % 1_000_000_000
+    )
+}
+
+/// A log4j-style line as an application writes it to its standard output.
+fn app_line(i: usize) -> String {
+    format!(
+        "{} {:<5} [http-nio-8080-exec-{}] com.example.web.OrderController - {} order={} took={}ms",
+        rfc3339(i),
+        LEVELS[i % LEVELS.len()],
+        i % 16,
+        MESSAGES[i % MESSAGES.len()],
+        9000 + i,
+        i * 7 % 3000
+    )
+}
+
+fn docker_line(log: &str, stream: &str, i: usize) -> String {
+    serde_json::json!({"log": log, "stream": stream, "time": rfc3339(i)}).to_string()
+}
+
+/// The input lines of a case.
+fn lines(case: &str) -> Vec<String> {
+    let mut lines = Vec::with_capacity(LINES);
+    let mut i = 0;
+    while lines.len() < LINES {
+        match case {
+            "regex" => lines.push(nginx_line(i)),
+            "json" => lines.push(
+                serde_json::json!({
+                    "time": rfc3339(i),
+                    "level": LEVELS[i % LEVELS.len()].to_lowercase(),
+                    "msg": MESSAGES[i % MESSAGES.len()],
+                    "method": METHODS[i % METHODS.len()],
+                    "path": PATHS[i % PATHS.len()],
+                    "status": STATUSES[i % STATUSES.len()],
+                    "duration_ms": (i % 900) as f64 / 7.0,
+                    "user": {"id": i % 1000, "roles": ["reader"]},
+                    "trace_id": format!("{:032x}", i * 2_654_435_761),
+                })
+                .to_string(),
+            ),
+            "logfmt" => lines.push(format!(
+                "time={} level={} msg=\"{}\" method={} path={} status={} duration={}ms trace_id={:032x}",
+                rfc3339(i),
+                LEVELS[i % LEVELS.len()].to_lowercase(),
+                MESSAGES[i % MESSAGES.len()],
+                METHODS[i % METHODS.len()],
+                PATHS[i % PATHS.len()],
+                STATUSES[i % STATUSES.len()],
+                i % 900,
+                i * 2_654_435_761,
+            )),
+            "docker" => lines.push(docker_line(
+                &format!("{}\n", nginx_line(i)),
+                if i % 10 == 9 { "stderr" } else { "stdout" },
+                i,
+            )),
+            "cri" => {
+                let line = nginx_line(i);
+                if i % 64 == 63 {
+                    let (a, b) = line.split_at(line.len() / 2);
+                    lines.push(format!("{} stdout P {a}", rfc3339(i)));
+                    lines.push(format!("{} stdout F {b}", rfc3339(i)));
+                } else {
+                    lines.push(format!("{} stdout F {line}", rfc3339(i)));
+                }
+            }
+            "multiline" => {
+                lines.push(format!(
+                    "2024-03-21 10:{:02}:{:02},{:03} {:<5} [main] com.example.App - {} order={}",
+                    i / 60 % 60,
+                    i % 60,
+                    i % 1000,
+                    LEVELS[i % LEVELS.len()],
+                    MESSAGES[i % MESSAGES.len()],
+                    9000 + i
+                ));
+                if i % 5 == 4 {
+                    lines.push(format!(
+                        "java.lang.IllegalStateException: Order {} is already shipped",
+                        9000 + i
+                    ));
+                    for frame in [
+                        "com.example.orders.OrderService.cancel(OrderService.java:118)",
+                        "com.example.web.OrderController.cancel(OrderController.java:57)",
+                        "java.base/java.lang.reflect.Method.invoke(Method.java:580)",
+                        "org.springframework.web.method.support.InvocableHandlerMethod.doInvoke(InvocableHandlerMethod.java:205)",
+                    ] {
+                        lines.push(format!("\tat {frame}"));
+                    }
+                    lines.push("\t... 4 more".into());
+                }
+            }
+            "chain" => lines.push(docker_line(&format!("{}\n", app_line(i)), "stdout", i)),
+            other => panic!("unknown case {other}"),
+        }
+        i += 1;
+    }
+    lines.truncate(LINES);
+    lines
+}
+
+fn labels() -> BTreeMap<String, String> {
+    [
+        ("job", "varlogs"),
+        ("hostname", "web-01"),
+        ("filename", "/var/log/app/current.log"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn pipeline(case: &str, with_stages: bool) -> Pipeline {
+    let yaml: Vec<serde_yaml_ng::Value> = if with_stages {
+        serde_yaml_ng::from_str(&stages_yaml(case)).unwrap()
+    } else {
+        Vec::new()
+    };
+    Pipeline::new(&yaml, &CustomMetrics::default(), "bench").unwrap()
+}
+
+/// One iteration: every line through `p`, then what the stages hold.
+fn run(p: &mut Pipeline, lines: &[String], labels: &BTreeMap<String, String>) -> Vec<Entry> {
+    let now = Instant::now();
+    let mut out = Vec::with_capacity(lines.len());
+    let mut dropped = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let entry = Entry::new(
+            Timestamp(READ_TIME + i as i64),
+            line.as_str(),
+            labels.clone(),
+            i as u64,
+        );
+        p.process(entry, now, &mut out, &mut dropped);
+    }
+    p.flush_all(&mut out);
+    p.take_dropped(&mut dropped);
+    assert!(dropped.is_empty());
+    out
+}
+
+/// Checks that the case's stages did their work on its lines.
+fn check(case: &str, lines: &[String], out: &[Entry]) {
+    let read = READ_TIME;
+    let all = |what: &str, ok: &dyn Fn(&Entry) -> bool| {
+        assert!(out.iter().all(ok), "{case}: not every entry {what}");
+    };
+    match case {
+        "regex" => {
+            assert_eq!(out.len(), lines.len());
+            all("has its status extracted", &|e| {
+                e.extracted.contains_key("status")
+            });
+        }
+        "json" | "logfmt" => {
+            assert_eq!(out.len(), lines.len());
+            all("has its keys extracted", &|e| {
+                ["time", "level", "msg", "status"]
+                    .iter()
+                    .all(|k| e.extracted.contains_key(*k))
+            });
+        }
+        "docker" => {
+            assert_eq!(out.len(), lines.len());
+            all("was parsed", &|e| {
+                e.labels.contains_key("stream") && e.line.ends_with('\n') && e.timestamp.0 < read
+            });
+        }
+        "cri" => {
+            let pieces = lines.iter().filter(|l| l.contains(" stdout P ")).count();
+            assert!(pieces > 0);
+            assert_eq!(out.len(), lines.len() - pieces);
+            all("was parsed", &|e| {
+                e.labels.contains_key("stream") && e.line.contains(" HTTP/1.1\" ")
+            });
+        }
+        "multiline" => {
+            let firsts = lines.iter().filter(|l| l.starts_with("2024-")).count();
+            assert_eq!(out.len(), firsts);
+            assert!(out.iter().any(|e| e.line.ends_with("\t... 4 more")));
+        }
+        "chain" => {
+            assert_eq!(out.len(), lines.len());
+            all("went through every stage", &|e| {
+                e.labels.contains_key("level")
+                    && e.labels.contains_key("stream")
+                    && !e.line.starts_with("2024-")
+                    && e.timestamp.0 < read
+            });
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+fn bench_case(bencher: Bencher, case: &str, with_stages: bool) {
+    let lines = lines(case);
+    let labels = labels();
+    let mut p = pipeline(case, with_stages);
+    if with_stages {
+        check(case, &lines, &run(&mut p, &lines, &labels));
+    }
+    bencher
+        .counter(ItemsCount::new(lines.len()))
+        .bench_local(|| run(&mut p, &lines, &labels));
+}
+
+/// The case's stages.
+#[divan::bench(args = CASES, sample_count = 40)]
+fn pipeline_stages(bencher: Bencher, case: &str) {
+    bench_case(bencher, case, true);
+}
+
+/// The same lines through a pipeline without stages: making and passing on the entries.
+#[divan::bench(args = CASES, sample_count = 40)]
+fn baseline(bencher: Bencher, case: &str) {
+    bench_case(bencher, case, false);
+}

@@ -227,8 +227,9 @@ impl Targets {
         self.targets.iter().position(|t| t.matches(path))
     }
 
-    /// Every regular file the globs match now, with its target, each path once.
-    pub fn scan(&self) -> Vec<(PathBuf, usize)> {
+    /// Every regular file the globs match now, with its target and what `stat` said of it
+    /// (so that callers need not look again), each path once.
+    pub fn scan(&self) -> Vec<(PathBuf, usize, std::fs::Metadata)> {
         let mut seen = HashSet::new();
         let mut found = vec![];
         for (index, target) in self.targets.iter().enumerate() {
@@ -245,11 +246,11 @@ impl Targets {
                         continue;
                     }
                     // Directories and devices are skipped; a symlink counts as what it points to.
-                    if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                    let Ok(meta) = std::fs::metadata(&path) else {
                         continue;
-                    }
-                    if seen.insert(path.clone()) {
-                        found.push((path, index));
+                    };
+                    if meta.is_file() && seen.insert(path.clone()) {
+                        found.push((path, index, meta));
                     }
                 }
             }
@@ -351,7 +352,7 @@ mod tests {
         let mut found: Vec<String> = t
             .scan()
             .into_iter()
-            .map(|(p, _)| p.strip_prefix(d).unwrap().display().to_string())
+            .map(|(p, _, _)| p.strip_prefix(d).unwrap().display().to_string())
             .collect();
         found.sort();
         assert_eq!(

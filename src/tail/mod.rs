@@ -44,6 +44,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+/// One periodic rescan in this many looks at every known file (see [`Tailer::run`]).
+const THOROUGH_EVERY: u32 = 6;
+
 /// How often, at most, the tailer publishes its files to the status page.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 use tokio::sync::mpsc;
@@ -112,6 +115,8 @@ pub struct Tailer {
     pipeline_settings: Option<(crate::pipeline::CustomMetrics, bool)>,
     /// The last slot given to a file (its lines' origins in the pipelines).
     slots: u32,
+    /// Periodic rescans so far.
+    rescans: u32,
     status: Option<Arc<StatusBoard>>,
     /// Something the status page shows changed since it was last published.
     status_changed: bool,
@@ -150,6 +155,7 @@ impl Tailer {
             pipelines: Vec::new(),
             pipeline_settings: None,
             slots: 0,
+            rescans: 0,
             status: None,
             status_changed: false,
             next_status: now,
@@ -303,7 +309,13 @@ impl Tailer {
             }
             let now = Instant::now();
             if news.rescan || now >= self.next_rescan {
-                self.rescan();
+                // With inotify working, rotations and truncations arrive as events: most
+                // periodic rescans only look for new and vanished files, and every
+                // THOROUGH_EVERY-th one (or one asked for) also looks at every known file.
+                self.rescans = self.rescans.wrapping_add(1);
+                let thorough =
+                    news.rescan || self.watcher.is_polling() || self.rescans % THOROUGH_EVERY == 0;
+                self.rescan_with(thorough);
             }
             if self.watcher.is_polling() && now >= self.next_poll {
                 self.poll();
@@ -350,12 +362,17 @@ impl Tailer {
     /// Matches the globs again: new files are opened, known ones checked for rotation and
     /// truncation, and positions of long-gone files pruned.
     fn rescan(&mut self) {
+        self.rescan_with(true);
+    }
+
+    /// A rescan; `thorough` also checks every known file for rotation and truncation.
+    fn rescan_with(&mut self, thorough: bool) {
         let now = Instant::now();
         self.next_rescan = now + self.opts.rescan_every;
         self.watcher.update(&self.targets.watch_roots());
         let found = self.targets.scan();
-        let found_paths: HashSet<PathBuf> = found.iter().map(|(p, _)| p.clone()).collect();
-        for (path, target) in found {
+        let found_paths: HashSet<PathBuf> = found.iter().map(|(p, _, _)| p.clone()).collect();
+        for (path, target, meta) in found {
             if self.live.contains_key(&path) {
                 if self
                     .targets
@@ -364,7 +381,9 @@ impl Tailer {
                 {
                     self.relabel_live(&path);
                 }
-                self.check(&path);
+                if thorough {
+                    self.check_stat(&path, Ok(meta));
+                }
             } else {
                 self.add(path, target);
             }
@@ -400,7 +419,7 @@ impl Tailer {
 
     /// Looks at what is at `path` now.
     fn check(&mut self, path: &Path) {
-        let Some(tf) = self.live.get_mut(path) else {
+        if !self.live.contains_key(path) {
             match std::fs::metadata(path) {
                 Ok(m) if m.is_file() => {
                     if let Some(target) = self.targets.find(path) {
@@ -411,8 +430,17 @@ impl Tailer {
                 _ => {}
             }
             return;
+        }
+        let stat = std::fs::metadata(path);
+        self.check_stat(path, stat);
+    }
+
+    /// [`check`](Self::check) with what `stat` said of the path just now.
+    fn check_stat(&mut self, path: &Path, stat: std::io::Result<std::fs::Metadata>) {
+        let Some(tf) = self.live.get_mut(path) else {
+            return;
         };
-        match std::fs::metadata(path) {
+        match stat {
             Ok(meta) if FileId::of(&meta) == tf.id => {
                 if tf.file.is_none() {
                     if meta.len() != tf.read_pos {

@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -85,7 +86,8 @@ impl TailedFile {
         let Some(file) = self.file.as_mut() else {
             return Ok(Read1::Eof);
         };
-        let size = file.metadata()?.len();
+        let meta = file.metadata()?;
+        let size = meta.len();
         self.size = size;
         self.counters
             .size
@@ -93,17 +95,22 @@ impl TailedFile {
         if size < self.read_pos {
             return Ok(Read1::Truncated { size });
         }
+        // Why: a file truncated and at once rewritten with as many bytes as were read or more
+        // (`> f; echo ... >> f`, copytruncate under a busy writer) is no shorter than
+        // `read_pos` by the time we look, and the truncation only shows as a data event;
+        // reading on from `read_pos` would skip the new file's first bytes. So whenever the
+        // file changed since its first bytes were last checked (its ctime moved), check that
+        // it still starts with them (one pread of at most 256 bytes, from the page cache).
+        let ctime = (meta.ctime(), meta.ctime_nsec());
+        if self.read_pos > 0
+            && self.verified_ctime != Some(ctime)
+            && !self.fingerprint.matches(file).unwrap_or(true)
+        {
+            return Ok(Read1::Truncated { size });
+        }
+        self.verified_ctime = Some(ctime);
         if size == self.read_pos {
             return Ok(Read1::Eof);
-        }
-        // Why: a file truncated and at once rewritten with more bytes than were read (`> f;
-        // echo ... >> f`, copytruncate under a busy writer) is longer than `read_pos` by the
-        // time we look, and the truncation only shows as a data event; reading on from
-        // `read_pos` would skip the new file's first bytes and print half a line. So check
-        // that the file still starts with the bytes read before reading on (one pread of at
-        // most 256 bytes, from the page cache).
-        if self.read_pos > 0 && !self.fingerprint.matches(file).unwrap_or(true) {
-            return Ok(Read1::Truncated { size });
         }
         let want = (size - self.read_pos).min(max as u64) as usize;
         let mut buf = self.splitter.take_buffer(want);

@@ -313,8 +313,9 @@ impl Tailer {
                 // periodic rescans only look for new and vanished files, and every
                 // THOROUGH_EVERY-th one (or one asked for) also looks at every known file.
                 self.rescans = self.rescans.wrapping_add(1);
-                let thorough =
-                    news.rescan || self.watcher.is_polling() || self.rescans % THOROUGH_EVERY == 0;
+                let thorough = news.rescan
+                    || self.watcher.is_polling()
+                    || self.rescans.is_multiple_of(THOROUGH_EVERY);
                 self.rescan_with(thorough);
             }
             if self.watcher.is_polling() && now >= self.next_poll {

@@ -321,19 +321,22 @@ mod tests {
         s.split(buf, end)
     }
 
-    #[test]
-    fn positions_stay_behind_a_held_multiline_block() {
-        let acks = Acknowledger::new(Table::default());
-        let id = FileId {
-            device: 1,
-            inode: 1,
-        };
+    /// A file `inode` read from its start.
+    fn file(acks: &Acknowledger, inode: u64) -> (FileId, SourceKey) {
+        let id = FileId { device: 1, inode };
         let source = acks.open(
             std::path::Path::new("/f"),
             id,
             Fingerprint::of(b""),
             AckedOffset::START,
         );
+        (id, source)
+    }
+
+    #[test]
+    fn positions_stay_behind_a_held_multiline_block() {
+        let acks = Acknowledger::new(Table::default());
+        let (id, source) = file(&acks, 1);
         let mut tp = pipeline("- multiline:\n    firstline: '^START'\n");
         tp.open(3, source, &LabelSet::new([("job", "j")]), 0);
         let metrics = Metrics::new();
@@ -364,16 +367,7 @@ mod tests {
     #[test]
     fn dropped_lines_move_the_position_and_are_counted() {
         let acks = Acknowledger::new(Table::default());
-        let id = FileId {
-            device: 1,
-            inode: 2,
-        };
-        let source = acks.open(
-            std::path::Path::new("/f"),
-            id,
-            Fingerprint::of(b""),
-            AckedOffset::START,
-        );
+        let (id, source) = file(&acks, 2);
         let mut tp = pipeline("- drop:\n    expression: 'debug'\n");
         tp.open(0, source, &LabelSet::new([("job", "j")]), 0);
         let metrics = Metrics::new();
@@ -393,16 +387,7 @@ mod tests {
     #[test]
     fn labels_and_tenant_from_stages_split_chunks() {
         let acks = Acknowledger::new(Table::default());
-        let id = FileId {
-            device: 1,
-            inode: 3,
-        };
-        let source = acks.open(
-            std::path::Path::new("/f"),
-            id,
-            Fingerprint::of(b""),
-            AckedOffset::START,
-        );
+        let (_, source) = file(&acks, 3);
         let mut tp = pipeline(
             "- regex:\n    expression: '^(?P<level>\\w+) (?P<team>\\w+)'\n- labels:\n    level:\n- tenant:\n    source: team\n",
         );

@@ -9,13 +9,14 @@
 //! Reported per encoding: lines/s and MB/s of raw log, logferry's CPU seconds per GB (user +
 //! system, from /proc), its peak RSS, the floor's CPU seconds per GB, and their ratio.
 
-use logferry::acknowledge::{AckedOffset, Acknowledger};
-use logferry::batch::Batch;
-use logferry::batch::encode::Encoder;
+use logferry::acknowledge::Acknowledger;
 use logferry::config::{Compression, Encoding};
 use logferry::entry::{Chunk, Line, Timestamp};
 use logferry::labels::LabelSet;
+use logferry::positions::AckedOffset;
 use logferry::positions::{FileId, Fingerprint, Table};
+use logferry::ship::loki::batch::Batch;
+use logferry::ship::loki::encode::Encoder;
 use logferry::tail::lines::{LineLimit, Splitter};
 use loki_receiver::Receiver;
 use std::collections::BTreeMap;

@@ -1,26 +1,7 @@
 //! The per-file ledger of chunks in flight.
 
+use crate::positions::AckedOffset;
 use std::collections::VecDeque;
-
-/// An offset every output has settled: delivered, or deliberately dropped. Only a [`Ledger`]
-/// (or a positions file, which recorded one earlier) can produce one, so a read offset can never
-/// be recorded as a position by mistake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct AckedOffset(u64);
-
-impl AckedOffset {
-    /// An offset read back from a positions file, which only ever holds acknowledged offsets.
-    pub(crate) fn from_positions_file(offset: u64) -> AckedOffset {
-        AckedOffset(offset)
-    }
-
-    /// The start of a file: nothing of it needs acknowledging.
-    pub const START: AckedOffset = AckedOffset(0);
-
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
@@ -36,7 +17,8 @@ struct InFlight {
 /// order waits for every earlier one, so a restart never skips an unsettled line.
 ///
 /// ```
-/// use logferry::acknowledge::{AckedOffset, Ledger};
+/// use logferry::acknowledge::Ledger;
+/// use logferry::positions::AckedOffset;
 /// let mut ledger = Ledger::new(AckedOffset::START);
 /// let a = ledger.dispatch(100, 2); // sent to two outputs
 /// let b = ledger.dispatch(250, 2);
@@ -136,7 +118,7 @@ impl Ledger {
             if !front.armed || front.unsettled > 0 {
                 break;
             }
-            self.acked = AckedOffset(front.end);
+            self.acked = AckedOffset::acknowledged(front.end);
             self.in_flight.pop_front();
             self.first_seq += 1;
             moved = true;
@@ -161,7 +143,7 @@ mod tests {
 
     #[test]
     fn in_order_settles_move_the_offset() {
-        let mut l = Ledger::new(AckedOffset(10));
+        let mut l = Ledger::new(AckedOffset::acknowledged(10));
         let a = l.dispatch(20, 1);
         let b = l.dispatch(30, 1);
         assert!(l.settle(a));

@@ -1,18 +1,22 @@
 //! Acknowledgement: positions move only past what every output has settled.
 //!
-//! The tailer opens a *source* for each generation of a file it reads (a truncation starts a
-//! new generation), and registers every chunk it sends; outputs settle chunks by their
-//! [`Ticket`]. When a file's settled prefix grows, the positions [`Table`] is updated, and only
-//! the table is ever written to disk.
+//! Every input opens a *source* for each stream of entries it can resume (a generation of a
+//! file — a truncation starts a new one —, a journal, a container), and registers every chunk
+//! it sends with the source's [`Ledger`]; outputs settle chunks by their [`Ticket`]. The ledger
+//! orders chunks by a number that grows with what was read (a file's byte offset; for other
+//! inputs, a count of entries), and when a source's settled prefix grows, its checkpoint of
+//! its own kind is recorded in the positions [`Table`]: a file's [`AckedOffset`], or the
+//! [`AckedCursor`] the input marked at that number. Only the table is ever written to disk.
 
 mod ledger;
 
-pub use ledger::{AckedOffset, Ledger};
+pub use ledger::Ledger;
 
 use crate::metrics::Metrics;
-use crate::positions::{FileId, Fingerprint, Table};
+use crate::positions::{AckedCursor, AckedOffset, FileId, Fingerprint, Table};
 use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -28,24 +32,66 @@ pub struct Ticket {
     seq: u64,
 }
 
+/// What a source's settled prefix is recorded as: its kind of checkpoint.
+#[derive(Debug)]
+enum Resume {
+    /// A file generation: the settled offset is the file's position.
+    File {
+        id: FileId,
+        /// The file's size when last read, for the lag gauge.
+        size: u64,
+        gauges: Option<(Gauge, Gauge)>,
+    },
+    /// An input that resumes from a cursor of its own, recorded under `key`. `marks` holds,
+    /// oldest first, the cursor reached at each ledger number not yet settled.
+    Cursor {
+        key: String,
+        marks: VecDeque<(u64, std::sync::Arc<str>)>,
+    },
+    /// Nothing to resume from (standard input, a socket): chunks are tracked only so that
+    /// outputs can settle them and shutdown knows what is still in flight.
+    Nothing,
+}
+
 #[derive(Debug)]
 struct Source {
-    id: FileId,
+    resume: Resume,
     ledger: Ledger,
-    /// The tailer is done with it; it goes once its last chunk settles.
+    /// The input is done with it; it goes once its last chunk settles.
     closed: bool,
-    /// The file's size when last read, for the lag gauge.
-    size: u64,
-    gauges: Option<(Gauge, Gauge)>,
 }
 
 impl Source {
     fn publish(&self) {
-        if let Some((position, lag)) = &self.gauges {
+        if let Resume::File {
+            size,
+            gauges: Some((position, lag)),
+            ..
+        } = &self.resume
+        {
             let acked = self.ledger.acked().get();
             position.set(i64::try_from(acked).unwrap_or(i64::MAX));
-            lag.set(i64::try_from(self.size.saturating_sub(acked)).unwrap_or(i64::MAX));
+            lag.set(i64::try_from(size.saturating_sub(acked)).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Writes the settled prefix into the table as this source's kind of checkpoint.
+    fn record(&mut self, table: &mut Table) {
+        let acked = self.ledger.acked();
+        match &mut self.resume {
+            Resume::File { id, .. } => table.advance(*id, acked),
+            Resume::Cursor { key, marks } => {
+                let mut reached = None;
+                while marks.front().is_some_and(|(end, _)| *end <= acked.get()) {
+                    reached = marks.pop_front().map(|(_, cursor)| cursor);
+                }
+                if let Some(cursor) = reached {
+                    table.set_cursor(key, AckedCursor::acknowledged(cursor));
+                }
+            }
+            Resume::Nothing => {}
+        }
+        self.publish();
     }
 }
 
@@ -120,15 +166,72 @@ impl Acknowledger {
             )
         });
         let source = Source {
-            id,
+            resume: Resume::File {
+                id,
+                size: start.get(),
+                gauges,
+            },
             ledger: Ledger::new(start),
             closed: false,
-            size: start.get(),
-            gauges,
         };
         source.publish();
         inner.sources.insert(key, source);
         key
+    }
+
+    /// Starts a source for an input that resumes from a cursor recorded under `key`
+    /// (Promtail's `cursor-<name>`), returning it with the cursor acknowledged last time.
+    /// The input numbers what it reads with ever-growing numbers starting after 0, and
+    /// [marks](Self::mark_cursor) the cursor reached at each number it registers chunks up to.
+    pub fn open_cursor(&self, key: &str) -> (SourceKey, Option<AckedCursor>) {
+        let mut inner = self.lock();
+        let source = SourceKey(inner.next_key);
+        inner.next_key += 1;
+        let last = inner.table.cursor(key).cloned();
+        inner.sources.insert(
+            source,
+            Source {
+                resume: Resume::Cursor {
+                    key: key.to_string(),
+                    marks: VecDeque::new(),
+                },
+                ledger: Ledger::new(AckedOffset::START),
+                closed: false,
+            },
+        );
+        (source, last)
+    }
+
+    /// Starts a source with nothing to resume from (standard input, a socket).
+    pub fn open_untracked(&self) -> SourceKey {
+        let mut inner = self.lock();
+        let source = SourceKey(inner.next_key);
+        inner.next_key += 1;
+        inner.sources.insert(
+            source,
+            Source {
+                resume: Resume::Nothing,
+                ledger: Ledger::new(AckedOffset::START),
+                closed: false,
+            },
+        );
+        source
+    }
+
+    /// Once everything a cursor source registered up to number `end` is settled, `cursor` is
+    /// its acknowledged resume point. Marks must come in the order of their numbers.
+    pub fn mark_cursor(&self, source: SourceKey, end: u64, cursor: std::sync::Arc<str>) {
+        let mut inner = self.lock();
+        if let Some(Source {
+            resume: Resume::Cursor { marks, .. },
+            ..
+        }) = inner.sources.get_mut(&source)
+        {
+            match marks.back_mut() {
+                Some((last, c)) if *last == end => *c = cursor,
+                _ => marks.push_back((end, cursor)),
+            }
+        }
     }
 
     /// Registers a chunk of `source` ending at file offset `end`, read from a file that was
@@ -137,7 +240,9 @@ impl Acknowledger {
         let mut inner = self.lock();
         let seq = match inner.sources.get_mut(&source) {
             Some(s) => {
-                s.size = size.max(end);
+                if let Resume::File { size: known, .. } = &mut s.resume {
+                    *known = size.max(end);
+                }
                 s.publish();
                 s.ledger.reserve(end)
             }
@@ -155,8 +260,7 @@ impl Acknowledger {
         if let Some(source) = sources.get_mut(&ticket.source)
             && source.ledger.arm(ticket.seq, outputs)
         {
-            table.advance(source.id, source.ledger.acked());
-            source.publish();
+            source.record(table);
         }
     }
 
@@ -186,8 +290,7 @@ impl Acknowledger {
             return; // a generation that was forgotten (the file was truncated)
         };
         if source.ledger.settle(ticket.seq) {
-            table.advance(source.id, source.ledger.acked());
-            source.publish();
+            source.record(table);
         }
         if source.closed && source.ledger.in_flight() == 0 {
             sources.remove(&ticket.source);
@@ -197,24 +300,34 @@ impl Acknowledger {
     /// The file's fingerprint grew (it was shorter than a full fingerprint before).
     pub fn refingerprint(&self, source: SourceKey, fingerprint: Fingerprint) {
         let mut inner = self.lock();
-        if let Some(id) = inner.sources.get(&source).map(|s| s.id) {
+        if let Some(Source {
+            resume: Resume::File { id, .. },
+            ..
+        }) = inner.sources.get(&source)
+        {
+            let id = *id;
             inner.table.set_fingerprint(id, fingerprint);
         }
     }
 
-    /// The tailer closed the file; the source goes when its chunks are settled, and the
-    /// file's position is kept for a while in case it comes back.
+    /// The input is done with the source; it goes when its chunks are settled. A file's
+    /// position is kept for a while in case the file comes back.
     pub fn close(&self, source: SourceKey, now: Instant) {
         let mut inner = self.lock();
         let Some(s) = inner.sources.get_mut(&source) else {
             return;
         };
         s.closed = true;
-        let id = s.id;
+        let file = match s.resume {
+            Resume::File { id, .. } => Some(id),
+            _ => None,
+        };
         if s.ledger.in_flight() == 0 {
             inner.sources.remove(&source);
         }
-        inner.table.release(id, now);
+        if let Some(id) = file {
+            inner.table.release(id, now);
+        }
     }
 
     /// Drops a generation whose chunks no longer count (the file was truncated under it).

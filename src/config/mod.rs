@@ -5,13 +5,13 @@
 //! logferry (gRPC settings, for one) are accepted and ignored, and anything else is an unknown
 //! key. Errors name the file, line, column and key path.
 
-mod env;
+mod globs;
 mod model;
-mod units;
 
-pub use env::expand_env;
+pub use crate::expand::expand_env;
+pub use crate::units::{ByteSize, GoDuration};
+pub use globs::{check_glob, expand_braces};
 pub use model::*;
-pub use units::{ByteSize, GoDuration};
 
 use std::path::{Path, PathBuf};
 
@@ -51,7 +51,7 @@ impl Config {
             source,
         })?;
         let text = if expand_env {
-            env::expand_env(&text, |name| std::env::var(name).ok())
+            crate::expand::expand_env(&text, |name| std::env::var(name).ok())
         } else {
             text
         };

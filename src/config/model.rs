@@ -1,6 +1,6 @@
 //! The configuration's types, shaped as Promtail's YAML.
 
-use super::units::{ByteSize, GoDuration};
+use crate::units::{ByteSize, GoDuration};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -368,7 +368,7 @@ pub struct ScrapeConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pipeline_stages: Vec<serde_yaml_ng::Value>,
     #[serde(default, skip_serializing)]
-    pub relabel_configs: Vec<crate::discover::relabel::RelabelConfig>,
+    pub relabel_configs: Vec<crate::relabel::RelabelConfig>,
     #[serde(default, skip_serializing)]
     pub journal: Option<Unsupported>,
     #[serde(default, skip_serializing)]
@@ -434,7 +434,7 @@ impl<'de> Deserialize<'de> for TargetLabels {
                 return Err(de::Error::custom(format!("invalid label name {name:?}")));
             }
             if name == PATH_LABEL || name == PATH_EXCLUDE_LABEL {
-                crate::discover::check_glob(value).map_err(|err| {
+                crate::config::check_glob(value).map_err(|err| {
                     de::Error::custom(format!("invalid glob in {name} {value:?}: {err}"))
                 })?;
             }

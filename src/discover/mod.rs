@@ -6,11 +6,11 @@
 //! ([`Targets::watch_roots`]). The [`watch`] module turns those into one inotify watcher.
 
 pub mod meta;
-pub mod relabel;
 pub mod watch;
 
-use crate::config::{Config, PATH_EXCLUDE_LABEL, PATH_LABEL};
+use crate::config::{Config, PATH_EXCLUDE_LABEL, PATH_LABEL, expand_braces};
 use crate::labels::LabelSet;
+use crate::relabel;
 use glob::{MatchOptions, Pattern};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
@@ -22,52 +22,6 @@ const MATCH: MatchOptions = MatchOptions {
     require_literal_separator: true,
     require_literal_leading_dot: false,
 };
-
-/// Checks a `__path__` value: a shell glob, `**` for any depth, `{a,b}` alternatives.
-pub fn check_glob(value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Err("empty".into());
-    }
-    for pattern in expand_braces(value)? {
-        Pattern::new(&pattern).map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-/// Expands `{a,b}` alternatives (which the glob crate does not know) into several patterns.
-fn expand_braces(pattern: &str) -> Result<Vec<String>, String> {
-    let Some(open) = pattern.find('{') else {
-        return Ok(vec![pattern.to_string()]);
-    };
-    let mut depth = 0;
-    let mut close = None;
-    let mut commas = vec![];
-    for (i, c) in pattern[open..].char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    close = Some(open + i);
-                    break;
-                }
-            }
-            ',' if depth == 1 => commas.push(open + i),
-            _ => {}
-        }
-    }
-    let close = close.ok_or_else(|| "unclosed '{'".to_string())?;
-    let (head, tail) = (&pattern[..open], &pattern[close + 1..]);
-    let mut bounds = vec![open];
-    bounds.extend(&commas);
-    bounds.push(close);
-    let mut out = vec![];
-    for pair in bounds.windows(2) {
-        let alternative = &pattern[pair[0] + 1..pair[1]];
-        out.extend(expand_braces(&format!("{head}{alternative}{tail}"))?);
-    }
-    Ok(out)
-}
 
 /// One static config of one job: the files it covers and the labels they get.
 #[derive(Debug)]
@@ -313,6 +267,7 @@ fn watch_root(pattern: &Path) -> WatchRoot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::check_glob;
 
     fn targets(yaml: &str) -> Targets {
         Targets::from_config(&Config::parse(yaml, "test").unwrap())

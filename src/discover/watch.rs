@@ -1,12 +1,29 @@
-//! One inotify watcher for the whole process, feeding the tailer's inbox; and the polling
+//! One inotify watcher for the whole process, feeding a [`WatchSink`] (the tailer's inbox); and the polling
 //! fallback for when inotify cannot be had.
 
 use super::WatchRoot;
-use crate::tail::inbox::{Inbox, Touch};
 use notify::event::{CreateKind, EventKind, ModifyKind, RemoveKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+/// What happened at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Touch {
+    /// Data was written: read on.
+    Data,
+    /// Created, removed, renamed, or its metadata changed: look at what is there now.
+    Entry,
+}
+
+/// Where the watcher reports what it saw. The reader of the files implements it, so that
+/// discovery needs to know nothing of how files are read.
+pub trait WatchSink: Send + Sync + 'static {
+    /// Something happened at `path`.
+    fn touch(&self, path: std::path::PathBuf, touch: Touch);
+    /// The globs should be matched again (a directory appeared, events were lost).
+    fn request_rescan(&self);
+}
 
 /// Set `LOGFERRY_WATCH=poll` to poll instead of using inotify (for filesystems that do not
 /// deliver inotify events, such as some network mounts).
@@ -27,7 +44,7 @@ fn dir_identity(dir: &std::path::Path) -> Option<(u64, u64)> {
 
 impl Watcher {
     /// Starts inotify, or falls back to polling (logged once) when it is unavailable.
-    pub fn start(inbox: Arc<Inbox>) -> Watcher {
+    pub fn start(inbox: Arc<dyn WatchSink>) -> Watcher {
         if std::env::var(WATCH_ENV).is_ok_and(|v| v == "poll") {
             tracing::info!("{WATCH_ENV}=poll: polling files instead of using inotify");
             return Watcher {
@@ -135,7 +152,7 @@ fn is_exhausted(err: &notify::Error) -> bool {
     }
 }
 
-fn forward(inbox: &Inbox, event: notify::Event) {
+fn forward(inbox: &Arc<dyn WatchSink>, event: notify::Event) {
     if event.need_rescan() {
         inbox.request_rescan();
         return;

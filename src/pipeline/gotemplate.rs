@@ -2571,7 +2571,7 @@ fn call(name: &str, a: Vec<Value>, data: &dyn Data) -> R {
         }
         "expandenv" => {
             want(&a, 1)?;
-            Value::str(crate::config::expand_env(&s(0)?, |k| std::env::var(k).ok()))
+            Value::str(crate::expand::expand_env(&s(0)?, |k| std::env::var(k).ok()))
         }
         "base" | "dir" | "ext" | "clean" | "isAbs" => {
             want(&a, 1)?;

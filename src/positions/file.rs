@@ -16,9 +16,9 @@
 //! and reads that or Promtail's `positions: {"/var/log/syslog": "1234"}`, so a host moving from
 //! Promtail continues where Promtail stopped.
 
+use super::checkpoint::{AckedCursor, AckedOffset};
 use super::identity::{FileId, Fingerprint};
 use super::table::{Record, Table};
-use crate::acknowledge::AckedOffset;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -50,6 +50,9 @@ struct OnDisk {
     version: Option<u32>,
     #[serde(default)]
     files: Vec<DiskRecord>,
+    /// Resume points of inputs that are not files (journal cursors, container timestamps).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    cursors: BTreeMap<String, String>,
     /// Promtail's format: path (or journal key) → offset as a string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     positions: Option<BTreeMap<String, serde_yaml_ng::Value>>,
@@ -67,6 +70,9 @@ struct DiskRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fingerprint: Option<String>,
 }
+
+/// The key prefix Promtail gives resume points that are not file offsets (`cursor-<job>`).
+pub const CURSOR_PREFIX: &str = "cursor-";
 
 /// The temporary file a write goes through.
 pub fn temp_path(path: &Path) -> PathBuf {
@@ -152,7 +158,27 @@ fn parse(text: &str) -> Result<Table, String> {
             }
         }
     }
+    let mut cursors: BTreeMap<String, AckedCursor> = disk
+        .cursors
+        .iter()
+        .map(|(k, v)| (k.clone(), AckedCursor::from_positions_file(v)))
+        .collect();
     for (key, value) in disk.positions.unwrap_or_default() {
+        if key.starts_with(CURSOR_PREFIX) {
+            // Promtail keeps journal cursors and container timestamps as strings.
+            let text = match &value {
+                serde_yaml_ng::Value::String(s) => Some(s.clone()),
+                serde_yaml_ng::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+            match text {
+                Some(text) => {
+                    cursors.insert(key, AckedCursor::from_positions_file(&text));
+                }
+                None => return Err(format!("positions[{key:?}]: not a cursor string")),
+            }
+            continue;
+        }
         let parsed = match &value {
             serde_yaml_ng::Value::String(s) => s.trim().parse::<u64>().ok(),
             serde_yaml_ng::Value::Number(n) => n.as_u64(),
@@ -172,7 +198,7 @@ fn parse(text: &str) -> Result<Table, String> {
             ),
         }
     }
-    Ok(Table::from_parts(records, by_path))
+    Ok(Table::from_parts(records, by_path, cursors))
 }
 
 /// The file text for a table.
@@ -199,6 +225,11 @@ pub(super) fn render(table: &Table) -> String {
     let body = serde_yaml_ng::to_string(&OnDisk {
         version: Some(1),
         files,
+        cursors: table
+            .cursors
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().to_string()))
+            .collect(),
         positions: None,
     })
     .unwrap_or_else(|e| unreachable!("positions always serialize: {e}"));

@@ -1,12 +1,15 @@
 //! Positions: how far each file has been delivered, remembered across restarts.
 //!
-//! The [`Table`] holds one record per file identity ([`FileId`] plus [`Fingerprint`]); only
-//! the acknowledgement path moves its offsets. [`file`] reads and writes it atomically.
+//! The [`Table`] holds one record per file identity ([`FileId`] plus [`Fingerprint`]) and one
+//! cursor per cursor-keeping input (journal, containers); only the acknowledgement path moves
+//! them. [`file`] reads and writes it atomically.
 
+mod checkpoint;
 pub mod file;
 mod identity;
 mod table;
 
+pub use checkpoint::{AckedCursor, AckedOffset};
 pub use file::{PositionsError, load, save};
 pub use identity::{FINGERPRINT_BYTES, FileId, Fingerprint};
 pub use table::Table;

@@ -1,8 +1,8 @@
 //! The in-memory positions: one record per file, keyed by identity.
 
+use super::checkpoint::{AckedCursor, AckedOffset};
 use super::identity::{FileId, Fingerprint};
-use crate::acknowledge::AckedOffset;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ pub struct Table {
     /// Positions imported from a Promtail positions file, by path: they have no identity, and
     /// are used once, for the file found at that path.
     pub(super) by_path: HashMap<PathBuf, (AckedOffset, Instant)>,
+    /// Resume points of inputs that are not files, by key (`cursor-<job>` for a journal).
+    pub(super) cursors: BTreeMap<String, AckedCursor>,
     dirty: bool,
 }
 
@@ -30,11 +32,26 @@ impl Table {
     pub(super) fn from_parts(
         records: HashMap<FileId, Record>,
         by_path: HashMap<PathBuf, (AckedOffset, Instant)>,
+        cursors: BTreeMap<String, AckedCursor>,
     ) -> Table {
         Table {
             records,
             by_path,
+            cursors,
             dirty: false,
+        }
+    }
+
+    /// The acknowledged cursor recorded under `key`, if any.
+    pub fn cursor(&self, key: &str) -> Option<&AckedCursor> {
+        self.cursors.get(key)
+    }
+
+    /// Records the acknowledged cursor of the input keyed `key`.
+    pub fn set_cursor(&mut self, key: &str, cursor: AckedCursor) {
+        if self.cursors.get(key) != Some(&cursor) {
+            self.cursors.insert(key.to_string(), cursor);
+            self.dirty = true;
         }
     }
 

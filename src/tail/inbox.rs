@@ -10,14 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// What happened at a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Touch {
-    /// Data was written: read on.
-    Data,
-    /// Created, removed, renamed, or its metadata changed: look at what is there now.
-    Entry,
-}
+pub use crate::discover::watch::Touch;
 
 /// What [`Inbox::wait`] hands over.
 #[derive(Debug, Default)]
@@ -121,5 +114,15 @@ mod tests {
         inbox.shutdown();
         assert!(inbox.wait(Duration::from_secs(5)).shutdown);
         assert!(inbox.wait(Duration::from_secs(5)).shutdown);
+    }
+}
+
+impl crate::discover::watch::WatchSink for Inbox {
+    fn touch(&self, path: PathBuf, touch: Touch) {
+        Inbox::touch(self, path, touch);
+    }
+
+    fn request_rescan(&self) {
+        Inbox::request_rescan(self);
     }
 }

@@ -25,12 +25,13 @@ pub mod lines;
 mod pipelined;
 pub mod stdin;
 
-use crate::acknowledge::{AckedOffset, Acknowledger};
+use crate::acknowledge::Acknowledger;
 use crate::discover::Targets;
 use crate::discover::meta::MetaCache;
 use crate::discover::watch::Watcher;
 use crate::entry::{Chunk, Timestamp};
 use crate::metrics::{Metrics, ReasonLabel};
+use crate::positions::AckedOffset;
 use crate::positions::{FileId, Fingerprint};
 use crate::status::{FileState, FileStatus, StatusBoard, unix_seconds};
 use file::{Read1, TailedFile};

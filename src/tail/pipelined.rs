@@ -298,8 +298,8 @@ impl TargetPipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acknowledge::AckedOffset;
     use crate::pipeline::CustomMetrics;
+    use crate::positions::AckedOffset;
     use crate::positions::{FileId, Fingerprint, Table};
     use crate::tail::lines::{LineLimit, Splitter};
 

@@ -4,12 +4,13 @@
 
 use super::lines::{LineLimit, Splitter};
 use super::pipelined::TargetPipeline;
-use crate::acknowledge::{AckedOffset, Acknowledger};
+use crate::acknowledge::Acknowledger;
 use crate::config::{Config, PATH_EXCLUDE_LABEL, PATH_LABEL};
 use crate::entry::{Chunk, Timestamp};
 use crate::labels::LabelSet;
 use crate::metrics::Metrics;
 use crate::pipeline::{CustomMetrics, Pipeline};
+use crate::positions::AckedOffset;
 use crate::positions::{FileId, Fingerprint};
 use std::io::Read;
 use std::sync::Arc;

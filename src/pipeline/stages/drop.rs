@@ -8,9 +8,9 @@
 use super::compile_regex;
 use super::options;
 use super::weak::{OneOrMany, WString};
-use crate::config::{ByteSize, GoDuration};
 use crate::entry::Timestamp;
 use crate::pipeline::{Cx, Entry, Flow, Stage, get_string};
+use crate::units::{ByteSize, GoDuration};
 use regex::Regex;
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;

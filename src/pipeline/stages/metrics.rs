@@ -6,9 +6,9 @@
 
 use super::options;
 use super::weak::{WBool, WF64, WString};
-use crate::config::GoDuration;
 use crate::pipeline::metrics::{DEFAULT_BUCKETS, Family, Kind, SeriesLabels};
 use crate::pipeline::{BuildCtx, Cx, Entry, Flow, Stage, get_float, get_string};
+use crate::units::GoDuration;
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
 use std::collections::BTreeMap;

@@ -9,8 +9,8 @@
 
 use super::options;
 use super::weak::{WString, WU64};
-use crate::config::GoDuration;
 use crate::pipeline::{Cx, Entry, Flow, Stage};
+use crate::units::GoDuration;
 use regex::Regex;
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;

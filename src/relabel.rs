@@ -9,7 +9,7 @@
 //! `lowercase`/`uppercase` write the case-mapped value. Setting a label to "" removes it.
 //!
 //! ```
-//! use logferry::discover::relabel::{relabel, RelabelConfig};
+//! use logferry::relabel::{relabel, RelabelConfig};
 //! let rules: Vec<RelabelConfig> = serde_yaml_ng::from_str(r#"
 //! - source_labels: [__meta_kubernetes_namespace]
 //!   target_label: namespace

@@ -4,7 +4,7 @@
 //! (field by field, lengths computed first), so encoding costs one pass over the bytes and no
 //! allocation per line. `tests` checks it against `prost`-derived message types.
 
-use super::Batch;
+use super::batch::Batch;
 use crate::config::{Compression, Encoding};
 use crate::labels::LabelSet;
 use std::collections::{BTreeMap, HashMap};
@@ -311,8 +311,8 @@ fn write_json(batch: &Batch, streams: &[(Arc<LabelSet>, Vec<usize>)], buf: &mut 
 mod tests {
     use super::*;
     use crate::acknowledge::Acknowledger;
-    use crate::batch::tests::chunk;
     use crate::positions::Table;
+    use crate::ship::loki::batch::tests::chunk;
     use prost::Message;
     use std::io::Read;
     use std::time::Instant;

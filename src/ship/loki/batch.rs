@@ -6,8 +6,6 @@
 //! settled only once every line of it has been delivered (batches of one client are sent one
 //! at a time, in order).
 
-pub mod encode;
-
 use crate::acknowledge::Ticket;
 use crate::entry::Chunk;
 use std::ops::Range;
@@ -127,9 +125,10 @@ impl Batch {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::acknowledge::{AckedOffset, Acknowledger};
+    use crate::acknowledge::Acknowledger;
     use crate::entry::{Line, Timestamp};
     use crate::labels::LabelSet;
+    use crate::positions::AckedOffset;
     use crate::positions::{FileId, Fingerprint, Table};
 
     /// A chunk of the given lines, with a real ticket.

@@ -6,13 +6,16 @@
 //! because the sink is slow or down.
 
 use crate::acknowledge::Acknowledger;
-use crate::batch::Batch;
-use crate::batch::encode::{Body, Encoder};
+pub mod batch;
+pub mod encode;
+
 use crate::config::{ClientConfig, Compression, Encoding};
 use crate::entry::Chunk;
 use crate::metrics::{HostLabel, HostReason, HostStatus, Metrics};
 use crate::status::{ClientStatus, StatusBoard, unix_seconds};
 use backon::{BackoffBuilder, ExponentialBuilder};
+use batch::Batch;
+use encode::{Body, Encoder};
 use reqwest::header::{
     CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
 };

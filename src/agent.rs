@@ -1,9 +1,13 @@
-//! Wiring: config in, tailer and outputs running, positions synced, until a signal stops it.
+//! Wiring: config in, inputs and outputs running, positions synced, until a signal stops it.
+//!
+//! The agent knows no kind of input or output by name: it asks [`input::plan`] and
+//! [`ship::plan`] what the config wants, starts that, and on reload plans again and swaps.
 //!
 //! Reload (SIGHUP, or `POST /reload` when enabled): the config file is read again; if it is
-//! valid, the tailer switches to the new targets (files still matched keep their position),
-//! outputs whose settings did not change keep their queues, removed outputs finish with what
-//! they hold; if it is not, the error is logged and the old config keeps running.
+//! valid, inputs take the new config in place where they can (the file tailer switches to the
+//! new targets; files still matched keep their position) and are restarted otherwise; outputs
+//! whose settings did not change keep their queues, removed outputs finish with what they
+//! hold; if it is not valid, the error is logged and the old config keeps running.
 //!
 //! Shutdown (SIGINT/SIGTERM): reading stops; the outputs deliver what they hold until the
 //! shutdown deadline (`server.graceful_shutdown_timeout`, 5 s by default), then give up; the
@@ -11,69 +15,91 @@
 //! delivered is read again at the next start.
 
 use crate::acknowledge::Acknowledger;
-use crate::config::{ClientConfig, Config};
-use crate::discover::Targets;
+use crate::config::{Config, ConfigError};
 use crate::entry::Chunk;
+use crate::input::{self, Ended, Input, InputContext, RunningInput};
 use crate::metrics::Metrics;
+use crate::pipeline::CustomMetrics;
 use crate::positions;
 use crate::server::{self, ReloadRequest, ServerState};
-use crate::ship::{self, OUTPUT_QUEUE, OutputHandle, loki::LokiClient};
+use crate::ship::{self, OutputContext, OutputError, OutputSpec, set::OutputSet};
 use crate::status::{StatusBoard, unix_seconds};
-use crate::tail::inbox::Inbox;
-use crate::tail::lines::LineLimit;
-use crate::tail::{TailOptions, Tailer};
 use anyhow::Context;
-use std::io::IsTerminal;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
-/// Chunks waiting between the tailer and the outputs (each at most one read, 256 KiB).
+/// Chunks waiting between the inputs and the outputs (each at most one read, 256 KiB).
 const CHUNK_QUEUE: usize = 8;
 
 /// The shutdown deadline when `server.graceful_shutdown_timeout` is not set.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How a run was asked for, besides the config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mode {
+    /// Read standard input instead of files (`-stdin`), and exit at its end.
+    pub stdin: bool,
+    /// Print entries instead of shipping them, and never write positions.
+    pub dry_run: bool,
+    /// Print in colour (standard output is a terminal).
+    pub color: bool,
+}
+
+impl Mode {
+    /// Entries are printed rather than shipped: `-dry-run`, `-stdin`, or no clients.
+    fn print(self, config: &Config) -> bool {
+        self.dry_run || self.stdin || config.clients.is_empty()
+    }
+}
+
+/// What a config resolves to: the inputs and outputs that run. The config is checked and
+/// everything is built here, once (pipelines, globs, output settings); a reload builds a new
+/// plan and swaps it in, or keeps the old one running if the new one fails.
+pub struct Plan {
+    inputs: Vec<Box<dyn Input>>,
+    outputs: Vec<OutputSpec>,
+}
+
+impl Plan {
+    /// Resolves `config` (read from `origin`, named in errors). Metrics stages register with
+    /// `custom`.
+    pub fn build(
+        config: &Config,
+        origin: &str,
+        mode: Mode,
+        custom: &CustomMetrics,
+    ) -> Result<Plan, ConfigError> {
+        Ok(Plan {
+            inputs: input::plan(config, origin, mode.stdin, custom)?,
+            outputs: ship::plan(config, mode.print(config), mode.color),
+        })
+    }
+}
+
 /// How a run was asked for.
-#[derive(Debug, Clone)]
 pub struct RunOptions {
     pub config: Config,
+    /// The config resolved by [`Plan::build`].
+    pub plan: Plan,
+    /// Where the plan's metrics stages registered.
+    pub custom: CustomMetrics,
     /// Where the config came from (None: the built-in default), read again on reload.
     pub config_path: Option<PathBuf>,
     pub expand_env: bool,
-    /// Print entries instead of shipping them, and never write positions.
-    pub dry_run: bool,
+    pub mode: Mode,
     /// Serve `POST /reload` (`-server.enable-runtime-reload`).
     pub reload_endpoint: bool,
-    /// Read standard input instead of files (`-stdin`), and exit at its end.
-    pub stdin: bool,
     /// Print what each pipeline stage does to each entry (`-inspect`, with `-dry-run`).
     pub inspect: bool,
 }
 
-/// The tailer's settings from a config.
-fn tail_options(config: &Config) -> TailOptions {
-    TailOptions {
-        limit: LineLimit::from_config(
-            config.limits_config.max_line_size.0,
-            config.limits_config.max_line_size_truncate,
-        ),
-        rescan_every: config
-            .target_config
-            .sync_period
-            .0
-            .max(Duration::from_millis(100)),
-        poll_every: config
-            .global
-            .file_watch_config
-            .min_poll_frequency
-            .0
-            .max(Duration::from_millis(10)),
-        ..TailOptions::default()
-    }
+/// How a config file is named in errors.
+pub fn origin(path: Option<&Path>) -> String {
+    path.map_or_else(|| "built-in config".into(), |p| p.display().to_string())
 }
 
 /// A hash of the config file, logged at start and at each reload so an operator can tell
@@ -87,108 +113,84 @@ fn config_hash(path: Option<&Path>) -> String {
     }
 }
 
-/// The running outputs: Loki clients, or the printer.
-struct Outputs {
-    handles: Vec<OutputHandle>,
-    /// The config each client output was built from, by key.
-    clients: Vec<(u64, ClientConfig)>,
-    printer: Option<u64>,
-    next_key: u64,
-    tasks: Vec<JoinHandle<()>>,
-    publish: watch::Sender<Vec<OutputHandle>>,
-    acks: Arc<Acknowledger>,
-    metrics: Arc<Metrics>,
-    status: Arc<StatusBoard>,
-    abort: watch::Receiver<bool>,
-    /// The printer failed (standard output closed, say).
-    fatal: mpsc::Sender<std::io::Error>,
+/// The running inputs, by key.
+struct Inputs {
+    running: Vec<(String, Box<dyn RunningInput>)>,
+    ctx: InputContext,
+    /// Inputs stopped for a restart whose end is still to be reported: that end is expected.
+    restarted: HashMap<String, usize>,
 }
 
-impl Outputs {
-    /// Makes the outputs match the config: the printer when `print`, else one client per
-    /// entry of `clients:`. Outputs whose config did not change are kept. Nothing changes if
-    /// any new client cannot be built.
-    fn apply(&mut self, config: &Config, print: bool) -> anyhow::Result<()> {
-        let mut kept_clients: Vec<(u64, ClientConfig)> = Vec::new();
-        let mut new_clients: Vec<(u64, ClientConfig, LokiClient)> = Vec::new();
-        let mut available = self.clients.clone();
-        if !print {
-            for (i, cfg) in config.clients.iter().enumerate() {
-                if let Some(pos) = available.iter().position(|(_, c)| c == cfg) {
-                    kept_clients.push(available.remove(pos));
-                } else {
-                    let key = self.next_key + new_clients.len() as u64;
-                    let client = LokiClient::new(i, cfg, self.acks.clone(), self.metrics.clone())?
-                        .with_status(self.status.clone(), key);
-                    new_clients.push((key, cfg.clone(), client));
+impl Inputs {
+    /// Makes the running inputs match `config`: same key and the input takes the config in
+    /// place, or it is restarted; inputs no longer planned stop; new ones start.
+    fn apply(&mut self, planned: Vec<Box<dyn Input>>) -> Result<(), input::InputError> {
+        let mut old = std::mem::take(&mut self.running);
+        for wanted in planned {
+            let key = wanted.key();
+            let mut wanted = Some(wanted);
+            if let Some(pos) = old.iter().position(|(k, _)| *k == key) {
+                let (key, mut running) = old.remove(pos);
+                wanted = wanted.and_then(|w| running.reconfigure(w));
+                if wanted.is_none() {
+                    self.running.push((key, running));
+                    continue;
                 }
+                running.stop();
+                running.join();
+                *self.restarted.entry(key.clone()).or_default() += 1;
             }
+            let Some(wanted) = wanted else { continue };
+            let running = wanted.start(self.ctx.clone())?;
+            self.running.push((key, running));
         }
-        self.next_key += new_clients.len() as u64;
-        let keep_printer = if print { self.printer } else { None };
-        let mut handles: Vec<OutputHandle> = self
-            .handles
-            .iter()
-            .filter(|h| {
-                kept_clients.iter().any(|(k, _)| *k == h.key) || Some(h.key) == keep_printer
-            })
-            .cloned()
-            .collect();
-        for (key, _) in &available {
-            self.status.remove_client(*key);
+        for (key, mut running) in old {
+            tracing::info!(input = %key, "input no longer in the config: stopping it");
+            running.stop();
+            running.join();
+            *self.restarted.entry(key).or_default() += 1;
         }
-        for (key, cfg, client) in new_clients {
-            let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
-            handles.push(OutputHandle {
-                key,
-                name: client.host().to_string(),
-                queue: tx,
-            });
-            self.tasks
-                .push(tokio::spawn(client.run(rx, self.abort.clone())));
-            kept_clients.push((key, cfg));
-        }
-        if print && keep_printer.is_none() {
-            let key = self.next_key;
-            self.next_key += 1;
-            let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
-            handles.push(OutputHandle {
-                key,
-                name: "stdout".into(),
-                queue: tx,
-            });
-            let (acks, fatal) = (self.acks.clone(), self.fatal.clone());
-            let color = std::io::stdout().is_terminal();
-            self.tasks.push(tokio::task::spawn_blocking(move || {
-                if let Err(e) = ship::print::run(rx, acks, color) {
-                    let _ = fatal.try_send(e);
-                }
-            }));
-            self.printer = Some(key);
-        } else if !print {
-            self.printer = None;
-        }
-        self.clients = kept_clients;
-        self.handles = handles.clone();
-        // Outputs left out of the list lose their last sender here and finish what they hold.
-        let _ = self.publish.send(handles);
         Ok(())
+    }
+
+    /// An input ended: true when it was the last one still reading by itself.
+    fn ended(&mut self, key: &str) -> bool {
+        if let Some(n) = self.restarted.get_mut(key).filter(|n| **n > 0) {
+            *n -= 1;
+            return false;
+        }
+        self.running.retain(|(k, _)| k != key);
+        self.running.is_empty()
+    }
+
+    fn stop(&mut self) {
+        for (_, running) in &mut self.running {
+            running.stop();
+        }
+    }
+
+    fn join(self) {
+        for (_, running) in self.running {
+            running.join();
+        }
     }
 }
 
-/// Runs until SIGINT or SIGTERM (or standard output closes, when printing).
+/// Runs until SIGINT or SIGTERM (or the end of every input, or standard output closing when
+/// printing).
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let RunOptions {
         config,
+        plan,
+        custom,
         config_path,
         expand_env,
-        dry_run,
+        mode,
         reload_endpoint,
-        stdin,
         inspect,
     } = opts;
     // Standard input has no positions to keep.
-    let dry_run = dry_run || stdin;
+    let dry_run = mode.dry_run || mode.stdin;
     let inspect = inspect && dry_run;
     let metrics = Arc::new(Metrics::new());
     let positions_path = config.positions.filename.clone();
@@ -202,7 +204,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let table = positions::load(&positions_path, config.positions.ignore_invalid_yaml)?;
     let acks = Arc::new(Acknowledger::new(table).with_metrics(metrics.clone()));
-    let custom = crate::pipeline::CustomMetrics::default();
     metrics.with_registry(|r| custom.register(r));
     let status = Arc::new(StatusBoard::new());
     let shutdown_timeout = config
@@ -229,25 +230,25 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let _guard = runtime.enter();
     let (abort_tx, abort_rx) = watch::channel(false);
     let (publish, outputs_rx) = watch::channel(Vec::new());
-    let (fatal_tx, mut fatal_rx) = mpsc::channel(1);
-    let mut outputs = Outputs {
-        handles: Vec::new(),
-        clients: Vec::new(),
-        printer: None,
-        next_key: 0,
-        tasks: Vec::new(),
+    let (fatal_tx, mut fatal_rx) = mpsc::channel::<OutputError>(1);
+    let mut outputs = OutputSet::new(
+        OutputContext {
+            acks: acks.clone(),
+            metrics: metrics.clone(),
+            status: status.clone(),
+        },
         publish,
-        acks: acks.clone(),
-        metrics: metrics.clone(),
-        status: status.clone(),
-        abort: abort_rx.clone(),
-        fatal: fatal_tx,
-    };
-    let print = |c: &Config| dry_run || c.clients.is_empty();
-    if print(&config) && !dry_run {
+        abort_rx.clone(),
+        fatal_tx,
+    );
+    if mode.print(&config) && !dry_run {
         tracing::info!("no clients configured: printing entries to standard output");
     }
-    outputs.apply(&config, print(&config))?;
+    let Plan {
+        inputs: first_inputs,
+        outputs: first_outputs,
+    } = plan;
+    outputs.apply(&first_outputs)?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let listener = if !config.server.disable && config.server.http_listen_port != 0 {
@@ -259,59 +260,39 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         None
     };
 
-    let inbox = Arc::new(Inbox::new());
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
-    let (input_done_tx, mut input_done) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
-    let reader = if stdin {
-        let (config, acks, metrics, custom) = (
-            config.clone(),
-            acks.clone(),
-            metrics.clone(),
-            custom.clone(),
-        );
-        ready.store(true, Ordering::Release);
-        std::thread::Builder::new()
-            .name("stdin".into())
-            .spawn(move || {
-                let result = crate::tail::stdin::read_stdin(
-                    &config, &custom, inspect, &acks, &metrics, &chunk_tx,
-                );
-                drop(chunk_tx);
-                let _ = input_done_tx.send(result);
-            })?
-    } else {
-        drop(input_done_tx);
-        let (inbox, acks, metrics, ready, status) = (
-            inbox.clone(),
-            acks.clone(),
-            metrics.clone(),
-            ready.clone(),
-            status.clone(),
-        );
-        let (targets, opts) = (
-            Targets::from_config(&config),
-            TailOptions {
-                max_open_files: raise_fd_limit(),
-                ..tail_options(&config)
-            },
-        );
-        if targets.is_empty() {
-            tracing::warn!("no scrape config has a __path__: nothing to read");
-        }
-        std::thread::Builder::new()
-            .name("tailer".into())
-            .spawn(move || {
-                let tailer = Tailer::new(opts, targets, inbox, acks, chunk_tx, metrics)
-                    .with_status(status)
-                    .with_pipelines(custom, inspect);
-                tailer.run(|files| {
-                    ready.store(true, Ordering::Release);
-                    tracing::info!(files, "tailing started");
-                    // Under systemd (Type=notify): the unit is started once the targets run.
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-                });
-            })?
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Ended>();
+    let starting = Arc::new(AtomicUsize::new(first_inputs.len()));
+    let started = {
+        let (ready, starting) = (ready.clone(), starting.clone());
+        Arc::new(move |_key: &str| {
+            let left = starting
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .map_or(0, |before| before - 1);
+            if left == 0 && !ready.swap(true, Ordering::AcqRel) {
+                // Under systemd (Type=notify): the unit is started once every input reads.
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+        })
     };
+    if first_inputs.is_empty() {
+        ready.store(true, Ordering::Release);
+    }
+    let mut inputs = Inputs {
+        running: Vec::new(),
+        ctx: InputContext {
+            acks: acks.clone(),
+            chunks: chunk_tx,
+            metrics: metrics.clone(),
+            status: status.clone(),
+            custom: custom.clone(),
+            inspect,
+            started,
+            ended: ended_tx,
+        },
+        restarted: HashMap::new(),
+    };
+    inputs.apply(first_inputs)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let fan_out = runtime.spawn(ship::fan_out(
         chunk_rx,
@@ -355,9 +336,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut sync = tokio::time::interval_at(tokio::time::Instant::now() + sync_every, sync_every);
-        let reload = |trigger: &str, current: &mut Config, outputs: &mut Outputs| -> Result<(), String> {
+        let reload = |trigger: &str, current: &mut Config, outputs: &mut OutputSet, inputs: &mut Inputs| -> Result<(), String> {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, monotonic_now()]);
-            let outcome = reload_config(config_path.as_deref(), expand_env, current, outputs, &inbox, print);
+            let outcome = reload_config(config_path.as_deref(), expand_env, current, outputs, inputs, mode, &custom);
             match &outcome {
                 Ok(()) => {
                     metrics.reload_success.inc();
@@ -374,37 +355,44 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             outcome
         };
-        let input_open = stdin;
         let mut signalled = false;
-        let early = loop {
+        let early: Option<anyhow::Error> = loop {
             tokio::select! {
-                result = &mut input_done, if input_open => {
-                    match result {
-                        Ok(Err(e)) => break Some(e),
-                        _ => break None,
+                Some((key, result)) = ended_rx.recv() => {
+                    if let Err(e) = result {
+                        break Some(anyhow::Error::new(e).context(format!("input {key} failed")));
+                    }
+                    if inputs.ended(&key) {
+                        break None;
                     }
                 }
                 _ = term.recv() => { tracing::info!("SIGTERM: stopping"); signalled = true; break None }
                 _ = int.recv() => { tracing::info!("SIGINT: stopping"); signalled = true; break None }
-                _ = hup.recv() => { let _ = reload("SIGHUP", &mut current, &mut outputs); }
+                _ = hup.recv() => { let _ = reload("SIGHUP", &mut current, &mut outputs, &mut inputs); }
                 Some(reply) = reload_rx.recv() => {
-                    let _ = reply.send(reload("POST /reload", &mut current, &mut outputs));
+                    let _ = reply.send(reload("POST /reload", &mut current, &mut outputs, &mut inputs));
                 }
-                Some(e) = fatal_rx.recv() => break Some(e),
+                Some(e) = fatal_rx.recv() => {
+                    break match e {
+                        OutputError::Stdout(io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
+                            return Ok(());
+                        }
+                        e => Some(anyhow::Error::new(e)),
+                    };
+                }
                 _ = sync.tick() => if !dry_run { sync_positions(&acks, &positions_path, &metrics) },
             }
         };
         // Stop reading; let the outputs deliver what they hold, up to the deadline.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        inbox.shutdown();
+        inputs.stop();
         let _ = stop_tx.send(true);
         if let Some(e) = early {
-            return if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e).context("cannot write to standard output") };
+            return Err(e);
         }
         // The outputs stay as they are: the fan-out hands on what is queued, and when it ends,
         // the output list it holds goes with it, which closes the outputs' queues.
-        let tasks = std::mem::take(&mut outputs.tasks);
-        drop(outputs);
+        let tasks = outputs.into_tasks();
         let all_done = async {
             let _ = fan_out.await;
             for task in tasks {
@@ -432,8 +420,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         Ok(())
     });
     let _ = abort_tx.send(true);
-    inbox.shutdown();
-    let _ = reader.join();
+    inputs.stop();
+    inputs.join();
     if !dry_run {
         sync_positions(&acks, &positions_path, &metrics);
     }
@@ -455,18 +443,18 @@ fn reload_config(
     path: Option<&Path>,
     expand_env: bool,
     current: &mut Config,
-    outputs: &mut Outputs,
-    inbox: &Inbox,
-    print: impl Fn(&Config) -> bool,
+    outputs: &mut OutputSet,
+    inputs: &mut Inputs,
+    mode: Mode,
+    custom: &CustomMetrics,
 ) -> Result<(), String> {
     let config = match path {
         Some(path) => Config::load(path, expand_env).map_err(|e| e.to_string())?,
         None => current.clone(),
     };
-    outputs
-        .apply(&config, print(&config))
-        .map_err(|e| e.to_string())?;
-    inbox.retarget(Targets::from_config(&config), tail_options(&config));
+    let plan = Plan::build(&config, &origin(path), mode, custom).map_err(|e| e.to_string())?;
+    outputs.apply(&plan.outputs).map_err(|e| e.to_string())?;
+    inputs.apply(plan.inputs).map_err(|e| e.to_string())?;
     let restart_needed = [
         (
             config.positions.filename != current.positions.filename,
@@ -516,28 +504,4 @@ fn sync_positions(acks: &Acknowledger, path: &Path, metrics: &Metrics) {
         metrics.positions_write_errors.inc();
         acks.with_table(|t| t.mark_dirty());
     }
-}
-
-/// Raises the open-files soft limit to the hard limit (as the Go runtime does for Promtail)
-/// and returns how many files the tailer may keep open, leaving room for everything else.
-fn raise_fd_limit() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    let soft = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
-    soft.saturating_sub(256).max(64)
 }

@@ -4,8 +4,10 @@ mod cli;
 
 use clap::Parser;
 use cli::Cli;
-use logferry::agent::{self, RunOptions};
+use logferry::agent::{self, Mode, Plan, RunOptions};
 use logferry::config::{self, Config};
+use logferry::pipeline::CustomMetrics;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -18,9 +20,18 @@ fn main() -> ExitCode {
         Some(path) => Config::load(path, cli.expand_env),
         None => Ok(Config::builtin_default(&config::default_state_dir())),
     };
+    // Check first, build once: the config resolves into what will run, or says what is wrong.
+    let mode = Mode {
+        stdin: cli.stdin,
+        dry_run: cli.dry_run,
+        color: std::io::stdout().is_terminal(),
+    };
+    let custom = CustomMetrics::default();
+    let origin = agent::origin(cli.config_file.as_deref());
+    let config = config.and_then(|c| Plan::build(&c, &origin, mode, &custom).map(|p| (c, p)));
     if cli.check_syntax {
         return match config {
-            Ok(config) => {
+            Ok((config, _)) => {
                 if cli.print_config_stderr {
                     eprint!("{}", config.to_yaml());
                 }
@@ -33,8 +44,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match config {
-        Ok(config) => config,
+    let (config, plan) = match config {
+        Ok(checked) => checked,
         Err(err) => {
             eprintln!("logferry: {err}");
             return ExitCode::FAILURE;
@@ -46,11 +57,12 @@ fn main() -> ExitCode {
     }
     let options = RunOptions {
         config,
+        plan,
+        custom,
         config_path: cli.config_file.clone(),
         expand_env: cli.expand_env,
-        dry_run: cli.dry_run,
+        mode,
         reload_endpoint: cli.enable_runtime_reload,
-        stdin: cli.stdin,
         inspect: cli.inspect,
     };
     match agent::run(options) {

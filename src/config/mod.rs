@@ -121,14 +121,6 @@ impl Config {
                     "must not be empty".into(),
                 ));
             }
-            if !job.pipeline_stages.is_empty() {
-                crate::pipeline::Pipeline::new(
-                    &job.pipeline_stages,
-                    &crate::pipeline::CustomMetrics::default(),
-                    &job.job_name,
-                )
-                .map_err(|e| semantic(format!("scrape_configs[{i}].{}", e.path), e.message))?;
-            }
             if !names.insert(job.job_name.as_str()) {
                 return Err(semantic(
                     format!("scrape_configs[{i}].job_name"),

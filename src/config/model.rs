@@ -364,7 +364,7 @@ pub struct ScrapeConfig {
     pub job_name: String,
     #[serde(default)]
     pub static_configs: Vec<StaticConfig>,
-    /// Checked (built once) when the config loads; see [`crate::pipeline`].
+    /// Built (and so checked) once, when the config is resolved into what runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pipeline_stages: Vec<serde_yaml_ng::Value>,
     #[serde(default, skip_serializing)]

@@ -33,8 +33,6 @@ pub struct Target {
     /// The static config's labels as written, `__` ones included: what relabeling starts from.
     all_labels: BTreeMap<String, String>,
     relabel: Arc<Vec<relabel::RelabelConfig>>,
-    /// The job's `pipeline_stages`.
-    stages: Arc<Vec<serde_yaml_ng::Value>>,
     /// `__path__` and `__path_exclude__` as written.
     path: String,
     exclude_text: Option<String>,
@@ -87,11 +85,6 @@ impl Target {
         )))
     }
 
-    /// The job's `pipeline_stages` (as YAML; built by the tailer).
-    pub fn stages(&self) -> &[serde_yaml_ng::Value] {
-        &self.stages
-    }
-
     /// Whether the file's labels can depend on metadata that changed since it was read.
     pub fn meta_changed(&self, path: &Path, cache: &meta::MetaCache) -> bool {
         !self.relabel.is_empty() && cache.changed(path)
@@ -141,7 +134,6 @@ impl Targets {
                     labels: all,
                     all_labels,
                     relabel: Arc::new(job.relabel_configs.clone()),
-                    stages: Arc::new(job.pipeline_stages.clone()),
                     path: path.clone(),
                     exclude_text: labels.get(PATH_EXCLUDE_LABEL).cloned(),
                 });

@@ -1,19 +1,126 @@
-//! Shipping: where chunks go once read. Every output settles each chunk it is given exactly
-//! once, after delivering it (or deciding for good to drop it).
+//! Shipping: where chunks go once read — the output seam.
 //!
-//! The fan-out hands every chunk to every current output. A config reload swaps the list of
-//! outputs; an output that was removed gets no new chunks and finishes with what it holds.
+//! An [`Output`] takes chunks from its own queue and settles every chunk it is given exactly
+//! once with the [`Acknowledger`], after delivering it or after deciding for good to drop it
+//! (and counting the drop). That one rule is what keeps positions honest whatever the sink.
+//! [`plan`] turns the config into [`OutputSpec`]s, the only place that knows the kinds of
+//! output; [`set::OutputSet`] runs them and swaps them on reload, and [`fan_out`] hands every
+//! chunk to every current output. An output that was removed by a reload gets no new chunks
+//! and finishes with what it holds.
 
 pub mod loki;
 pub mod print;
+pub mod retry;
+pub mod set;
 pub mod tls;
 
 use crate::acknowledge::Acknowledger;
+use crate::config::{ClientConfig, Config};
 use crate::entry::Chunk;
 use crate::metrics::{HostLabel, Metrics};
+use crate::status::StatusBoard;
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
+
+/// An output that cannot be built, or that cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error(transparent)]
+    Loki(#[from] loki::ClientError),
+    /// Writing to standard output failed (a closed pipe, say).
+    #[error("cannot write to standard output: {0}")]
+    Stdout(#[from] std::io::Error),
+}
+
+/// What every output is built with.
+#[derive(Clone)]
+pub struct OutputContext {
+    /// Where chunks are settled.
+    pub acks: Arc<Acknowledger>,
+    pub metrics: Arc<Metrics>,
+    /// The `/targets` page; outputs report their state under their key.
+    pub status: Arc<StatusBoard>,
+}
+
+/// A running output's future.
+pub type OutputTask = Pin<Box<dyn Future<Output = Result<(), OutputError>> + Send>>;
+
+/// A sink for chunks.
+///
+/// Contract: [`run`](Output::run) takes chunks from `queue` in order and settles each one
+/// exactly once with [`Acknowledger::settle`] — after the sink acknowledged it, or after
+/// dropping it for good (rejected content, `max_retries` spent), which it counts in the
+/// `dropped_entries` metrics. While the sink cannot take more, it stops taking chunks: the
+/// queue fills and reading waits (backpressure; nothing is dropped for being slow). When the
+/// queue closes, it delivers what it holds and returns `Ok`. When `abort` turns true, it
+/// returns at once and leaves what it did not deliver unsettled (read again at the next
+/// start). `Err` means the output cannot go on at all, which stops the process.
+pub trait Output: Send + 'static {
+    /// Its name in metrics and logs (`host:port` for a push endpoint, `stdout`).
+    fn name(&self) -> String;
+
+    /// Runs the output until its queue closes or `abort` turns true.
+    fn run(
+        self: Box<Self>,
+        queue: mpsc::Receiver<Arc<Chunk>>,
+        abort: watch::Receiver<bool>,
+    ) -> OutputTask;
+}
+
+/// One output as the config describes it: compared across reloads (an unchanged output
+/// keeps its queue and its batch), built when new.
+#[derive(Debug, Clone)]
+pub enum OutputSpec {
+    /// One entry of `clients:`, at its index.
+    Loki {
+        index: usize,
+        config: Box<ClientConfig>,
+    },
+    /// Entries printed to standard output (`-dry-run`, or no clients configured).
+    Print { color: bool },
+}
+
+impl OutputSpec {
+    /// Whether a running output built from `self` can stand for `other` after a reload
+    /// (its position in the list does not matter).
+    pub fn same_as(&self, other: &OutputSpec) -> bool {
+        match (self, other) {
+            (OutputSpec::Loki { config: a, .. }, OutputSpec::Loki { config: b, .. }) => a == b,
+            (OutputSpec::Print { color: a }, OutputSpec::Print { color: b }) => a == b,
+            _ => false,
+        }
+    }
+
+    /// Builds the output; `key` names it on the status page for the life of the process.
+    pub fn build(&self, ctx: &OutputContext, key: u64) -> Result<Box<dyn Output>, OutputError> {
+        Ok(match self {
+            OutputSpec::Loki { index, config } => Box::new(
+                loki::LokiClient::new(*index, config, ctx.acks.clone(), ctx.metrics.clone())?
+                    .with_status(ctx.status.clone(), key),
+            ),
+            OutputSpec::Print { color } => Box::new(print::Printer::new(ctx.acks.clone(), *color)),
+        })
+    }
+}
+
+/// The outputs a config asks for: the printer when `print`, else one per entry of `clients:`.
+pub fn plan(config: &Config, print: bool, color: bool) -> Vec<OutputSpec> {
+    if print {
+        return vec![OutputSpec::Print { color }];
+    }
+    config
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(index, config)| OutputSpec::Loki {
+            index,
+            config: Box::new(config.clone()),
+        })
+        .collect()
+}
 
 /// Chunks each output may hold queued (each at most one read, 256 KiB): with the batch being
 /// built and the request in flight, this bounds an output's memory.

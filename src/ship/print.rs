@@ -29,6 +29,40 @@ pub fn write_chunk(out: &mut impl Write, chunk: &Chunk, color: bool) -> std::io:
     Ok(())
 }
 
+/// The printing output.
+pub struct Printer {
+    acks: Arc<Acknowledger>,
+    color: bool,
+}
+
+impl Printer {
+    pub fn new(acks: Arc<Acknowledger>, color: bool) -> Printer {
+        Printer { acks, color }
+    }
+}
+
+impl super::Output for Printer {
+    fn name(&self) -> String {
+        "stdout".into()
+    }
+
+    fn run(
+        self: Box<Self>,
+        queue: mpsc::Receiver<Arc<Chunk>>,
+        _abort: tokio::sync::watch::Receiver<bool>,
+    ) -> super::OutputTask {
+        // Writing to standard output blocks; it gets a thread of its own. Abort needs nothing:
+        // the printer never waits on anything but its queue and the terminal.
+        Box::pin(async move {
+            let (acks, color) = (self.acks, self.color);
+            match tokio::task::spawn_blocking(move || run(queue, acks, color)).await {
+                Ok(result) => result.map_err(super::OutputError::Stdout),
+                Err(e) => Err(super::OutputError::Stdout(std::io::Error::other(e))),
+            }
+        })
+    }
+}
+
 /// Prints chunks until the tailer stops sending; returns an error when standard output
 /// fails (a closed pipe, say).
 pub fn run(

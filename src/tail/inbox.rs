@@ -3,8 +3,7 @@
 //! Filesystem events are merged per path as they arrive, so however busy the files and however
 //! long the tailer is held up by a slow output, the inbox holds at most one entry per path.
 
-use super::TailOptions;
-use crate::discover::Targets;
+use super::TailPlan;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -18,8 +17,8 @@ pub struct News {
     pub touched: HashMap<PathBuf, Touch>,
     pub rescan: bool,
     pub shutdown: bool,
-    /// New targets and options from a config reload.
-    pub retarget: Option<(Targets, TailOptions)>,
+    /// What to read from now on, after a config reload.
+    pub retarget: Option<TailPlan>,
 }
 
 #[derive(Debug, Default)]
@@ -53,8 +52,8 @@ impl Inbox {
     }
 
     /// The config was reloaded: read these targets from now on.
-    pub fn retarget(&self, targets: Targets, options: TailOptions) {
-        self.lock().retarget = Some((targets, options));
+    pub fn retarget(&self, plan: TailPlan) {
+        self.lock().retarget = Some(plan);
         self.wake.notify_one();
     }
 
@@ -90,6 +89,16 @@ impl Inbox {
     }
 }
 
+impl crate::discover::watch::WatchSink for Inbox {
+    fn touch(&self, path: PathBuf, touch: Touch) {
+        Inbox::touch(self, path, touch);
+    }
+
+    fn request_rescan(&self) {
+        Inbox::request_rescan(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,15 +123,5 @@ mod tests {
         inbox.shutdown();
         assert!(inbox.wait(Duration::from_secs(5)).shutdown);
         assert!(inbox.wait(Duration::from_secs(5)).shutdown);
-    }
-}
-
-impl crate::discover::watch::WatchSink for Inbox {
-    fn touch(&self, path: PathBuf, touch: Touch) {
-        Inbox::touch(self, path, touch);
-    }
-
-    fn request_rescan(&self) {
-        Inbox::request_rescan(self);
     }
 }

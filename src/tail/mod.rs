@@ -22,8 +22,7 @@
 mod file;
 pub mod inbox;
 pub mod lines;
-mod pipelined;
-pub mod stdin;
+pub(crate) mod pipelined;
 
 use crate::acknowledge::Acknowledger;
 use crate::discover::Targets;
@@ -88,6 +87,16 @@ impl Default for TailOptions {
     }
 }
 
+/// What the tailer reads: the targets, each target's built pipeline (by target index; None
+/// for a target without stages), and how. Built once from the config (see
+/// [`crate::input::files`]); a reload hands over a new one whole.
+#[derive(Debug, Default)]
+pub struct TailPlan {
+    pub targets: Targets,
+    pub pipelines: Vec<Option<crate::pipeline::Pipeline>>,
+    pub options: TailOptions,
+}
+
 /// The reading thread's state.
 pub struct Tailer {
     opts: TailOptions,
@@ -113,7 +122,8 @@ pub struct Tailer {
     meta: MetaCache,
     /// Each target's pipeline, by target index.
     pipelines: Vec<Option<pipelined::TargetPipeline>>,
-    pipeline_settings: Option<(crate::pipeline::CustomMetrics, bool)>,
+    /// Print what each stage does (`-inspect`).
+    inspect: bool,
     /// The last slot given to a file (its lines' origins in the pipelines).
     slots: u32,
     /// Periodic rescans so far.
@@ -126,8 +136,7 @@ pub struct Tailer {
 
 impl Tailer {
     pub fn new(
-        opts: TailOptions,
-        targets: Targets,
+        plan: TailPlan,
         inbox: Arc<Inbox>,
         acks: Arc<Acknowledger>,
         out: mpsc::Sender<Chunk>,
@@ -135,7 +144,12 @@ impl Tailer {
     ) -> Tailer {
         let watcher = Watcher::start(inbox.clone());
         let now = Instant::now();
-        Tailer {
+        let TailPlan {
+            targets,
+            pipelines,
+            options: opts,
+        } = plan;
+        let mut tailer = Tailer {
             opts,
             targets,
             inbox,
@@ -154,13 +168,15 @@ impl Tailer {
             stopped: false,
             meta: MetaCache::new(),
             pipelines: Vec::new(),
-            pipeline_settings: None,
+            inspect: false,
             slots: 0,
             rescans: 0,
             status: None,
             status_changed: false,
             next_status: now,
-        }
+        };
+        tailer.set_pipelines(pipelines);
+        tailer
     }
 
     /// Publishes what files are read to the status page.
@@ -173,7 +189,7 @@ impl Tailer {
     /// Switches to the targets of a reloaded config. Files still matched keep their open file
     /// and position (their labels follow the new config); files no longer matched are closed
     /// once what was read of them is delivered; new matches are opened by the rescan.
-    fn retarget(&mut self, targets: Targets, options: TailOptions) {
+    fn retarget(&mut self, plan: TailPlan) {
         // The old stages release what they hold, under the old config.
         for target in 0..self.pipelines.len() {
             if let Some(Some(tp)) = self.pipelines.get_mut(target) {
@@ -181,12 +197,9 @@ impl Tailer {
             }
             self.finish_pipeline(target);
         }
-        self.targets = targets;
-        self.build_pipelines();
-        self.opts = TailOptions {
-            max_open_files: self.opts.max_open_files,
-            ..options
-        };
+        self.targets = plan.targets;
+        self.set_pipelines(plan.pipelines);
+        self.opts = plan.options;
         let paths: Vec<PathBuf> = self.live.keys().cloned().collect();
         for path in paths {
             self.relabel_live(&path);
@@ -299,8 +312,8 @@ impl Tailer {
             if news.shutdown {
                 break;
             }
-            if let Some((targets, options)) = news.retarget {
-                self.retarget(targets, options);
+            if let Some(plan) = news.retarget {
+                self.retarget(plan);
             }
             for (path, touch) in news.touched {
                 match touch {
@@ -776,24 +789,22 @@ impl Tailer {
         if split.invalid_utf8 > 0 {
             m.invalid_utf8_lines.inc_by(split.invalid_utf8);
         }
-        let Some(last) = split.spans.last() else {
-            return;
-        };
-        if self.stopped {
+        if split.spans.is_empty() || self.stopped {
             return;
         }
         tf.counters.lines.inc_by(split.spans.len() as u64);
         let (base, last_ts) = split.stamp(tf.last_ts);
         tf.last_ts = last_ts;
-        let lines = split.lines_at(base);
         if let Some(Some(tp)) = self.pipelines.get_mut(tf.target) {
             tp.feed(tf.slot, &split, base, tf.size, Instant::now());
             self.finish_pipeline(tf.target);
             return;
         }
-        let ticket = self.acks.reserve(tf.source, last.offset, tf.size);
-        let chunk = Chunk::new(ticket, tf.labels.clone(), split.text, lines);
-        self.emit(chunk);
+        if let Some(chunk) =
+            pipelined::plain_chunk(&self.acks, tf.source, &tf.labels, split, base, tf.size)
+        {
+            self.emit(chunk);
+        }
     }
 
     /// Hands a chunk to the outputs; blocks while they are full.
@@ -838,38 +849,23 @@ impl Tailer {
         }
     }
 
-    /// Builds each target's pipeline (None for a target without stages).
-    fn build_pipelines(&mut self) {
-        let Some((custom, inspect)) = self.pipeline_settings.clone() else {
-            return;
-        };
-        self.pipelines = (0..self.targets.len())
-            .map(|i| {
-                let target = self.targets.get(i)?;
-                if target.stages().is_empty() {
-                    return None;
-                }
-                match crate::pipeline::Pipeline::new(target.stages(), &custom, &target.job) {
-                    Ok(p) => Some(pipelined::TargetPipeline::new(p, inspect)),
-                    Err(e) => {
-                        // The config was checked at load, so this is not expected.
-                        tracing::error!(job = %target.job, error = %e, "cannot build pipeline; lines pass unchanged");
-                        None
-                    }
-                }
+    fn set_pipelines(&mut self, pipelines: Vec<Option<crate::pipeline::Pipeline>>) {
+        let inspect = self.inspect;
+        self.pipelines = pipelines
+            .into_iter()
+            .map(|p| {
+                p.filter(|p| !p.is_empty())
+                    .map(|p| pipelined::TargetPipeline::new(p, inspect))
             })
             .collect();
     }
 
-    /// Runs `pipeline_stages`: their metrics stages register with `custom`; with `inspect`,
-    /// what each stage does is printed to standard error.
-    pub fn with_pipelines(
-        mut self,
-        custom: crate::pipeline::CustomMetrics,
-        inspect: bool,
-    ) -> Tailer {
-        self.pipeline_settings = Some((custom, inspect));
-        self.build_pipelines();
+    /// Prints what each pipeline stage does to each entry, to standard error (`-inspect`).
+    pub fn with_inspect(mut self, inspect: bool) -> Tailer {
+        self.inspect = inspect;
+        for tp in self.pipelines.iter_mut().flatten() {
+            tp.set_inspect(inspect);
+        }
         self
     }
 

@@ -19,6 +19,22 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The lines of one read as one chunk, registered up to its last line, for a stream with no
+/// stages (the lines go out as read). None when the read holds no complete line.
+pub(crate) fn plain_chunk(
+    acks: &Acknowledger,
+    source: SourceKey,
+    labels: &Arc<LabelSet>,
+    split: Split,
+    base: Timestamp,
+    size: u64,
+) -> Option<Chunk> {
+    let end = split.spans.last()?.offset;
+    let lines = split.lines_at(base);
+    let ticket = acks.reserve(source, end, size);
+    Some(Chunk::new(ticket, labels.clone(), split.text, lines))
+}
+
 /// Bits of an origin that number a line within its file; the rest name the file's slot.
 const SEQ_BITS: u32 = 44;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
@@ -53,7 +69,7 @@ struct Feed {
 }
 
 /// A target's pipeline and the files feeding it.
-pub(super) struct TargetPipeline {
+pub(crate) struct TargetPipeline {
     pipeline: Pipeline,
     feeds: HashMap<u32, Feed>,
     label_sets: HashMap<BTreeMap<String, String>, Arc<LabelSet>>,
@@ -76,6 +92,10 @@ impl TargetPipeline {
             emitted: Vec::new(),
             dropped: Vec::new(),
         }
+    }
+
+    pub fn set_inspect(&mut self, inspect: bool) {
+        self.inspect = inspect;
     }
 
     /// A file (generation) starts feeding the pipeline from `start`.
@@ -150,6 +170,40 @@ impl TargetPipeline {
                 self.pipeline
                     .process(entry, now, &mut self.emitted, &mut self.dropped);
             }
+        }
+    }
+
+    /// Hands one record (an entry that did not come from splitting a file: a journal entry, a
+    /// syslog message) to the stages, with labels of its own. `end` is its number in its
+    /// source, which orders it in the source's ledger; it must grow with every record.
+    pub fn feed_record(
+        &mut self,
+        slot: u32,
+        labels: BTreeMap<String, String>,
+        timestamp: Timestamp,
+        line: &str,
+        end: u64,
+        now: Instant,
+    ) {
+        let Some(feed) = self.feeds.get_mut(&slot) else {
+            return;
+        };
+        let seq = feed.next_seq;
+        feed.next_seq += 1;
+        feed.pending.push_back((seq, feed.last_end));
+        feed.last_end = end;
+        feed.size = feed.size.max(end);
+        let entry = Entry::new(timestamp, line, labels, origin(slot, seq));
+        if self.inspect {
+            for change in
+                self.pipeline
+                    .process_inspect(entry, now, &mut self.emitted, &mut self.dropped)
+            {
+                eprintln!("{change}");
+            }
+        } else {
+            self.pipeline
+                .process(entry, now, &mut self.emitted, &mut self.dropped);
         }
     }
 

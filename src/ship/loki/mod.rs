@@ -9,11 +9,11 @@ use crate::acknowledge::Acknowledger;
 pub mod batch;
 pub mod encode;
 
+use super::retry::{FailureLog, RetryPolicy, Transient, Verdict};
 use crate::config::{ClientConfig, Compression, Encoding};
 use crate::entry::Chunk;
 use crate::metrics::{HostLabel, HostReason, HostStatus, Metrics};
 use crate::status::{ClientStatus, StatusBoard, unix_seconds};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use batch::Batch;
 use encode::{Body, Encoder};
 use reqwest::header::{
@@ -42,12 +42,11 @@ pub struct LokiClient {
     encoder: Encoder,
     batch_wait: Duration,
     batch_size: usize,
-    backoff: ExponentialBuilder,
-    max_retries: u32,
+    retry: RetryPolicy,
     drop_rate_limited: bool,
     acks: Arc<Acknowledger>,
     metrics: Arc<Metrics>,
-    errors: ErrorLog,
+    failures: FailureLog,
     status: Option<(Arc<StatusBoard>, u64)>,
 }
 
@@ -55,14 +54,6 @@ pub struct LokiClient {
 enum Auth {
     Basic(String, String),
     Bearer(String),
-}
-
-/// What a push came to.
-enum Outcome {
-    Delivered,
-    Retry(String),
-    RateLimited(String),
-    Rejected(u16, String),
 }
 
 impl LokiClient {
@@ -144,17 +135,6 @@ impl LokiClient {
         let http = http
             .build()
             .map_err(|e| fail(format!("cannot build HTTP client: {e}")))?;
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(config.backoff_config.min_period.0)
-            .with_max_delay(
-                config
-                    .backoff_config
-                    .max_period
-                    .0
-                    .max(config.backoff_config.min_period.0),
-            )
-            .with_jitter()
-            .without_max_times();
         Ok(LokiClient {
             url,
             host,
@@ -166,12 +146,11 @@ impl LokiClient {
             batch_size: usize::try_from(config.batchsize.0)
                 .unwrap_or(usize::MAX)
                 .max(1),
-            backoff,
-            max_retries: config.backoff_config.max_retries,
+            retry: RetryPolicy::new(&config.backoff_config),
             drop_rate_limited: config.drop_rate_limited_batches,
             acks,
             metrics,
-            errors: ErrorLog::default(),
+            failures: FailureLog::default(),
             status: None,
         })
     }
@@ -196,7 +175,7 @@ impl LokiClient {
 
     /// Batches and sends chunks until the queue closes (then flushes what it holds) or
     /// `abort` turns true (then stops at once; what was not delivered stays unsettled).
-    pub async fn run(
+    pub async fn deliver(
         mut self,
         mut queue: mpsc::Receiver<Arc<Chunk>>,
         abort: watch::Receiver<bool>,
@@ -258,35 +237,31 @@ impl LokiClient {
             .batch_bytes
             .get_or_create(&host)
             .observe(batch.bytes() as f64);
-        let mut delays = self.backoff.build();
-        let mut attempt: u32 = 0;
+        let mut attempts = self.retry.attempts();
         loop {
-            attempt += 1;
             let started = Instant::now();
             let outcome = tokio::select! {
                 biased;
                 () = aborted(abort) => return false,
                 outcome = self.push(&body, batch.tenant.as_deref()) => outcome,
             };
-            let result = match &outcome {
-                Outcome::Delivered => "delivered".to_string(),
-                Outcome::RateLimited(_) => "429 rate limited".to_string(),
-                Outcome::Rejected(code, _) => format!("{code} rejected"),
-                Outcome::Retry(msg) => msg.chars().take(200).collect(),
+            let (result, status) = match &outcome {
+                Ok(()) => ("delivered".to_string(), "2xx".to_string()),
+                Err(Verdict::Rejected { code, .. }) => {
+                    (format!("{code} rejected"), code.to_string())
+                }
+                Err(Verdict::Retry(failure)) => (
+                    failure.to_string().chars().take(200).collect(),
+                    failure.status_label(),
+                ),
             };
-            let delivered = matches!(outcome, Outcome::Delivered);
+            let (delivered, attempt) = (outcome.is_ok(), attempts.number());
             self.report(|c| {
                 c.last_push = Some(unix_seconds(SystemTime::now()));
                 c.last_result = Some(result);
                 c.attempt = attempt;
                 c.retrying = !delivered;
             });
-            let status = match &outcome {
-                Outcome::Delivered => "2xx".to_string(),
-                Outcome::RateLimited(_) => "429".to_string(),
-                Outcome::Rejected(code, _) => code.to_string(),
-                Outcome::Retry(msg) => msg.split(':').next().unwrap_or("error").to_string(),
-            };
             self.metrics
                 .request_duration
                 .get_or_create(&HostStatus {
@@ -294,8 +269,8 @@ impl LokiClient {
                     status_code: status,
                 })
                 .observe(started.elapsed().as_secs_f64());
-            let reason = match outcome {
-                Outcome::Delivered => {
+            let failure = match outcome {
+                Ok(()) => {
                     self.metrics
                         .sent_entries
                         .get_or_create(&host)
@@ -308,34 +283,32 @@ impl LokiClient {
                         .encoded_bytes
                         .get_or_create(&host)
                         .inc_by(body.bytes.len() as u64);
-                    self.errors.recovered(&self.host);
+                    self.failures.recovered(&self.host);
                     self.report(|c| c.sent_entries += batch.entries() as u64);
                     self.settle(&batch);
                     return true;
                 }
-                Outcome::Rejected(code, message) => {
-                    tracing::warn!(host = %self.host, status = code, entries = batch.entries(), loki_said = %message,
+                Err(Verdict::Rejected { code, body }) => {
+                    tracing::warn!(host = %self.host, status = code, entries = batch.entries(), loki_said = %body,
                         "Loki rejected a batch; it is dropped (not retried)");
                     self.drop_batch(&batch, &format!("http_{code}"));
                     return true;
                 }
-                Outcome::RateLimited(message) if self.drop_rate_limited => {
-                    tracing::warn!(host = %self.host, entries = batch.entries(), loki_said = %message,
+                Err(Verdict::Retry(Transient::RateLimited(body))) if self.drop_rate_limited => {
+                    tracing::warn!(host = %self.host, entries = batch.entries(), loki_said = %body,
                         "rate limited; batch dropped (drop_rate_limited_batches)");
                     self.drop_batch(&batch, "rate_limited");
                     return true;
                 }
-                Outcome::RateLimited(message) => format!("429: rate limited: {message}"),
-                Outcome::Retry(message) => message,
+                Err(Verdict::Retry(failure)) => failure,
             };
-            if self.max_retries > 0 && attempt >= self.max_retries {
-                tracing::warn!(host = %self.host, attempts = attempt, entries = batch.entries(), last_error = %reason,
+            let Some(delay) = attempts.failed() else {
+                tracing::warn!(host = %self.host, attempts = attempts.number(), entries = batch.entries(), last_error = %failure,
                     "giving up on a batch after backoff_config.max_retries; it is dropped");
                 self.drop_batch(&batch, "max_retries");
                 return true;
-            }
-            let delay = delays.next().unwrap_or(Duration::from_secs(300));
-            self.errors.failed(&self.host, &reason, delay);
+            };
+            self.failures.failed(&self.host, &failure, delay);
             self.metrics.retries.get_or_create(&host).inc();
             tokio::select! {
                 biased;
@@ -345,7 +318,7 @@ impl LokiClient {
         }
     }
 
-    async fn push(&self, body: &Body, tenant: Option<&str>) -> Outcome {
+    async fn push(&self, body: &Body, tenant: Option<&str>) -> Result<(), Verdict> {
         let mut headers = self.headers.clone();
         if let Some(tenant) = tenant {
             // A tenant chosen by the pipeline wins over the client's tenant_id.
@@ -353,7 +326,12 @@ impl LokiClient {
                 Ok(value) => {
                     headers.insert("X-Scope-OrgID", value);
                 }
-                Err(_) => return Outcome::Rejected(400, format!("invalid tenant id {tenant:?}")),
+                Err(_) => {
+                    return Err(Verdict::Rejected {
+                        code: 400,
+                        body: format!("invalid tenant id {tenant:?}"),
+                    });
+                }
             }
         }
         let mut request = self
@@ -375,21 +353,13 @@ impl LokiClient {
             Ok(response) => {
                 let status = response.status();
                 if status.is_success() {
-                    return Outcome::Delivered;
+                    return Ok(());
                 }
                 let mut text = response.text().await.unwrap_or_default();
                 text.truncate(text.floor_char_boundary(1024));
-                let text = text.trim().to_string();
-                match status.as_u16() {
-                    429 => Outcome::RateLimited(text),
-                    code @ 400..=499 => Outcome::Rejected(code, text),
-                    code => Outcome::Retry(format!("{code}: {text}")),
-                }
+                Transient::classify(status.as_u16(), text.trim().to_string())
             }
-            Err(e) if e.is_timeout() => {
-                Outcome::Retry("timeout: no answer within the client timeout".into())
-            }
-            Err(e) => Outcome::Retry(format!("connection: {}", error_chain(&e))),
+            Err(e) => Err(Verdict::Retry(Transient::from_reqwest(&e))),
         }
     }
 
@@ -421,6 +391,23 @@ impl LokiClient {
     }
 }
 
+impl super::Output for LokiClient {
+    fn name(&self) -> String {
+        self.host.clone()
+    }
+
+    fn run(
+        self: Box<Self>,
+        queue: mpsc::Receiver<Arc<Chunk>>,
+        abort: watch::Receiver<bool>,
+    ) -> super::OutputTask {
+        Box::pin(async move {
+            self.deliver(queue, abort).await;
+            Ok(())
+        })
+    }
+}
+
 /// Resolves once `abort` is true; never, if its sender is gone.
 async fn aborted(abort: &watch::Receiver<bool>) {
     let mut abort = abort.clone();
@@ -433,49 +420,5 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-/// Logs a failing client without repeating itself: the first failure and each new kind of
-/// failure at once, the same failure again at most every 30 s, and the recovery.
-#[derive(Default)]
-struct ErrorLog {
-    last: Option<(String, Instant)>,
-    repeats: u64,
-}
-
-impl ErrorLog {
-    fn failed(&mut self, host: &str, error: &str, retry_in: Duration) {
-        let kind = error.split(':').next().unwrap_or(error).to_string();
-        match &mut self.last {
-            Some((last_kind, at))
-                if *last_kind == kind && at.elapsed() < Duration::from_secs(30) =>
-            {
-                self.repeats += 1;
-            }
-            _ => {
-                tracing::warn!(host, error, retry_in = ?retry_in, repeated = self.repeats, "push failed; retrying");
-                self.last = Some((kind, Instant::now()));
-                self.repeats = 0;
-            }
-        }
-    }
-
-    fn recovered(&mut self, host: &str) {
-        if self.last.take().is_some() {
-            tracing::info!(host, "push succeeded again");
-            self.repeats = 0;
-        }
     }
 }

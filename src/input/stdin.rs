@@ -2,20 +2,84 @@
 //! stages and labels, as Promtail does. At the end of the input, the unfinished last line and
 //! everything the stages hold is let out; then the input is done.
 
-use super::lines::{LineLimit, Splitter};
-use super::pipelined::TargetPipeline;
-use crate::acknowledge::Acknowledger;
-use crate::config::{Config, PATH_EXCLUDE_LABEL, PATH_LABEL};
-use crate::entry::{Chunk, Timestamp};
+use super::{Input, InputContext, InputError, RunningInput};
+use crate::config::{Config, ConfigError, PATH_EXCLUDE_LABEL, PATH_LABEL};
+use crate::entry::Timestamp;
 use crate::labels::LabelSet;
-use crate::metrics::Metrics;
 use crate::pipeline::{CustomMetrics, Pipeline};
-use crate::positions::AckedOffset;
-use crate::positions::{FileId, Fingerprint};
+use crate::tail::lines::{LineLimit, Splitter};
+use crate::tail::pipelined::{TargetPipeline, plain_chunk};
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
+
+/// Standard input (`-stdin`): read to its end, then the input is done.
+pub struct StdinInput {
+    labels: LabelSet,
+    /// The first scrape config's stages, as Promtail runs them on standard input.
+    pipeline: Option<Pipeline>,
+    limit: LineLimit,
+}
+
+impl StdinInput {
+    pub fn new(
+        config: &Config,
+        origin: &str,
+        custom: &CustomMetrics,
+    ) -> Result<StdinInput, ConfigError> {
+        Ok(StdinInput {
+            labels: stdin_labels(config),
+            pipeline: super::build_stages(config, 0, origin, custom)?,
+            limit: LineLimit::from_config(
+                config.limits_config.max_line_size.0,
+                config.limits_config.max_line_size_truncate,
+            ),
+        })
+    }
+}
+
+impl Input for StdinInput {
+    fn key(&self) -> String {
+        "stdin".into()
+    }
+
+    fn start(self: Box<Self>, ctx: InputContext) -> Result<Box<dyn RunningInput>, InputError> {
+        (ctx.started)("stdin");
+        let reporter = ctx.clone();
+        let thread = super::spawn("stdin", &reporter, move || read_stdin(*self, &ctx))?;
+        Ok(Box::new(RunningStdin { thread }))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+struct RunningStdin {
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RunningInput for RunningStdin {
+    /// Standard input is read once; a reload changes nothing of it.
+    fn reconfigure(&mut self, _next: Box<dyn Input>) -> Option<Box<dyn Input>> {
+        None
+    }
+
+    /// A blocking read of standard input cannot be interrupted: the thread ends when the
+    /// input does or when its next chunk finds the outputs gone.
+    fn stop(&mut self) {}
+
+    fn join(self: Box<Self>) {
+        // Waiting here could wait for a terminal forever; the thread holds nothing to save.
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        }
+    }
+}
 
 /// The labels of stdin entries: `job="stdin"` and `hostname`, overridden by the first scrape
 /// config's first static labels (`__` labels left out).
@@ -43,43 +107,22 @@ pub fn stdin_labels(config: &Config) -> LabelSet {
     )
 }
 
-/// Reads standard input to its end, sending chunks to `out`.
-pub fn read_stdin(
-    config: &Config,
-    custom: &CustomMetrics,
-    inspect: bool,
-    acks: &Acknowledger,
-    metrics: &Metrics,
-    out: &mpsc::Sender<Chunk>,
-) -> std::io::Result<()> {
-    let labels = Arc::new(stdin_labels(config));
-    let mut pipeline = match config.scrape_configs.first() {
-        Some(job) if !job.pipeline_stages.is_empty() => {
-            Pipeline::new(&job.pipeline_stages, custom, &job.job_name)
-                .map(|p| TargetPipeline::new(p, inspect))
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .map(Some)?
-        }
-        _ => None,
-    };
+/// Reads standard input to its end, sending chunks to the outputs.
+fn read_stdin(input: StdinInput, ctx: &InputContext) -> Result<(), InputError> {
+    let StdinInput {
+        labels,
+        pipeline,
+        limit,
+    } = input;
+    let (acks, metrics, out) = (&ctx.acks, &ctx.metrics, &ctx.chunks);
+    let labels = Arc::new(labels);
+    let mut pipeline = pipeline.map(|p| TargetPipeline::new(p, ctx.inspect));
     // Stdin has no position to remember; its chunks still go through the acknowledger, which
-    // is how the outputs report delivery.
-    let source = acks.open(
-        std::path::Path::new("-"),
-        FileId {
-            device: u64::MAX,
-            inode: u64::MAX,
-        },
-        Fingerprint::of(b""),
-        AckedOffset::START,
-    );
+    // is how the outputs report delivery and shutdown knows what is in flight.
+    let source = acks.open_untracked();
     if let Some(tp) = pipeline.as_mut() {
         tp.open(0, source, &labels, 0);
     }
-    let limit = LineLimit::from_config(
-        config.limits_config.max_line_size.0,
-        config.limits_config.max_line_size_truncate,
-    );
     let mut splitter = Splitter::new(limit);
     let mut stdin = std::io::stdin().lock();
     let mut offset = 0u64;
@@ -91,7 +134,7 @@ pub fn read_stdin(
         let n = loop {
             match stdin.read(&mut buf[base..]) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                other => break other?,
+                other => break other.map_err(InputError::Stdin)?,
             }
         };
         buf.truncate(base + n);
@@ -109,13 +152,8 @@ pub fn read_stdin(
             match pipeline.as_mut() {
                 Some(tp) => tp.feed(0, &split, ts, offset, Instant::now()),
                 None => {
-                    let lines = split.lines_at(ts);
-                    let end = split.spans.last().map_or(offset, |s| s.offset);
-                    let ticket = acks.reserve(source, end, offset);
-                    if out
-                        .blocking_send(Chunk::new(ticket, labels.clone(), split.text, lines))
-                        .is_err()
-                    {
+                    let chunk = plain_chunk(acks, source, &labels, split, ts, offset);
+                    if chunk.is_some_and(|chunk| out.blocking_send(chunk).is_err()) {
                         return Ok(());
                     }
                 }

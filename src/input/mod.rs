@@ -1,0 +1,160 @@
+//! Inputs: where entries come from — the input seam.
+//!
+//! An [`Input`] is what the config asks to read (all file targets, standard input; later the
+//! journal, a syslog listener, containers). Started with an [`InputContext`], it reads on its
+//! own thread, runs each job's pipeline and sends [`Chunk`]s, each registered with the
+//! [`Acknowledger`] under a *source* whose checkpoint is of the input's own kind: a file's
+//! identity and byte offset ([`Acknowledger::open`]), a cursor stored under a key
+//! ([`Acknowledger::open_cursor`], e.g. Promtail's `cursor-<job_name>`), or nothing to resume
+//! from ([`Acknowledger::open_untracked`]). Positions move only as far as outputs settle.
+//!
+//! [`plan`] turns the config into inputs: the only place that knows the kinds. A reload plans
+//! again; an input with the same [`key`](Input::key) is offered the new config first
+//! ([`RunningInput::reconfigure`]) and restarted only if it cannot take it in place.
+
+pub mod files;
+pub mod records;
+pub mod stdin;
+
+use crate::acknowledge::Acknowledger;
+use crate::config::{Config, ConfigError};
+use crate::entry::Chunk;
+use crate::metrics::Metrics;
+use crate::pipeline::{CustomMetrics, Pipeline};
+use crate::status::StatusBoard;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// An input that could not start, or that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read standard input: {0}")]
+    Stdin(std::io::Error),
+    #[error("pipeline of job {job}: {message}")]
+    Pipeline { job: String, message: String },
+}
+
+/// How an input that ended by itself ended.
+pub type Ended = (String, Result<(), InputError>);
+
+/// What every input runs with.
+#[derive(Clone)]
+pub struct InputContext {
+    /// Where every chunk is registered before it is sent, under a source of the input's kind.
+    pub acks: Arc<Acknowledger>,
+    /// Where chunks go; sending blocks while the outputs are full (backpressure). When it
+    /// fails, the outputs are gone and the input stops.
+    pub chunks: mpsc::Sender<Chunk>,
+    pub metrics: Arc<Metrics>,
+    /// The `/targets` page.
+    pub status: Arc<StatusBoard>,
+    /// Where `metrics` stages register their metrics.
+    pub custom: CustomMetrics,
+    /// Print what each stage does to each entry (`-inspect`).
+    pub inspect: bool,
+    /// Called once by each input when it is reading (its first targets are open): readiness
+    /// is reported once every input has called it.
+    pub started: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Where an input that ends by itself (end of standard input, a fatal error) says so.
+    pub ended: mpsc::UnboundedSender<Ended>,
+}
+
+/// Something to read, as the config describes it.
+pub trait Input: Send + 'static {
+    /// Names the input across reloads: `files`, `stdin`, later one per job of other kinds.
+    fn key(&self) -> String;
+
+    /// Starts reading on a thread of its own. Called once.
+    fn start(self: Box<Self>, ctx: InputContext) -> Result<Box<dyn RunningInput>, InputError>;
+
+    /// For [`RunningInput::reconfigure`]: lets the running input of the same kind recognise
+    /// and take this one's resolved config.
+    fn as_any(&self) -> &dyn std::any::Any;
+
+    /// See [`as_any`](Input::as_any).
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
+}
+
+/// An input that was started.
+pub trait RunningInput: Send {
+    /// A reloaded config planned an input with this one's key: the running input takes
+    /// `next` in place (files still matched keep their open file and position) and returns
+    /// None, or hands it back to be started after this one is stopped.
+    fn reconfigure(&mut self, next: Box<dyn Input>) -> Option<Box<dyn Input>>;
+
+    /// Asks it to stop reading soon. What it read and did not send was not acknowledged, so
+    /// it is read again at the next start.
+    fn stop(&mut self);
+
+    /// Waits until it stopped (after [`stop`](RunningInput::stop) or the end of its input).
+    fn join(self: Box<Self>);
+}
+
+/// The inputs a config asks for, resolved (pipelines built, globs compiled): standard input
+/// alone with `-stdin`, else the file targets of every scrape config. Errors name `origin`
+/// (the config file) and the key.
+pub fn plan(
+    config: &Config,
+    origin: &str,
+    stdin: bool,
+    custom: &CustomMetrics,
+) -> Result<Vec<Box<dyn Input>>, ConfigError> {
+    // Every job's stages are checked, whichever input reads it.
+    for index in 0..config.scrape_configs.len() {
+        build_stages(config, index, origin, custom)?;
+    }
+    if stdin {
+        return Ok(vec![Box::new(stdin::StdinInput::new(
+            config, origin, custom,
+        )?)]);
+    }
+    Ok(vec![Box::new(files::FilesInput::new(
+        config, origin, custom,
+    )?)])
+}
+
+/// Builds the `pipeline_stages` of scrape config `index`; None when it has none.
+pub(crate) fn build_stages(
+    config: &Config,
+    index: usize,
+    origin: &str,
+    custom: &CustomMetrics,
+) -> Result<Option<Pipeline>, ConfigError> {
+    let Some(job) = config.scrape_configs.get(index) else {
+        return Ok(None);
+    };
+    if job.pipeline_stages.is_empty() {
+        return Ok(None);
+    }
+    Pipeline::new(&job.pipeline_stages, custom, &job.job_name)
+        .map(Some)
+        .map_err(|e| ConfigError::Semantic {
+            file: origin.to_string(),
+            key: format!("scrape_configs[{index}].{}", e.path),
+            message: e.message,
+        })
+}
+
+/// Runs `body` on a thread named `name` and reports its end through `ctx.ended`.
+pub(crate) fn spawn(
+    name: &str,
+    ctx: &InputContext,
+    body: impl FnOnce() -> Result<(), InputError> + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, InputError> {
+    let (key, ended) = (name.to_string(), ctx.ended.clone());
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let result = body();
+            let _ = ended.send((key, result));
+        })
+        .map_err(|source| InputError::Thread {
+            name: name.into(),
+            source,
+        })
+}

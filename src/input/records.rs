@@ -5,7 +5,7 @@
 //! File inputs split bytes into lines and track byte offsets; record inputs get whole
 //! entries, each with labels of its own and a checkpoint of the input's kind (a journal
 //! cursor, a container timestamp, nothing for a socket). Both go through the same
-//! [`TargetPipeline`], so the rule that a position never passes an entry the stages still hold
+//! `TargetPipeline`, so the rule that a position never passes an entry the stages still hold
 //! is the same code. Records are numbered in their source; the checkpoint of each record is
 //! marked at its number and recorded once every output settled everything up to it.
 

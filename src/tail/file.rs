@@ -1,11 +1,19 @@
-//! One file being read.
+//! One file being read: its state machine.
+//!
+//! A [`TailedFile`] knows one generation of one file: how far it was read, its identity
+//! (device, inode and a fingerprint of its first bytes), and its acknowledgement source. It
+//! decides what a look at its path means ([`TailedFile::observe`]: grew, truncated, replaced
+//! by another file, removed), reads and splits ([`TailedFile::read`]), starts a new generation
+//! after a truncation, and reopens itself after being closed for the descriptor budget only if
+//! it is still the same file. Scheduling over files — which file is read when, the budget,
+//! draining, pipelines, status — is the tailer's ([`super::Tailer`]).
 
 use super::lines::{Split, Splitter};
-use crate::acknowledge::SourceKey;
+use crate::acknowledge::{Acknowledger, SourceKey};
 use crate::entry::Timestamp;
 use crate::labels::LabelSet;
 use crate::metrics::Metrics;
-use crate::positions::{FileId, Fingerprint};
+use crate::positions::{AckedOffset, FileId, Fingerprint};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::fs::File;
@@ -27,6 +35,23 @@ pub(super) enum Read1 {
     Eof,
     /// The file is shorter than what was read of it: truncated in place.
     Truncated { size: u64 },
+}
+
+/// What a look at a file's path found, compared with the file being read there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    /// Nothing new.
+    Same,
+    /// It has bytes not read yet.
+    Grew,
+    /// Shorter than what was read, or starting with other bytes than before: truncated (and
+    /// perhaps rewritten) in place.
+    Truncated { size: u64 },
+    /// Another file is at the path now: this one was rotated away. `is_file` tells whether the
+    /// newcomer is a regular file.
+    Replaced { is_file: bool },
+    /// Nothing is at the path any more.
+    Removed,
 }
 
 /// A file's metric handles, looked up once when it is opened.
@@ -81,6 +106,147 @@ pub(super) struct TailedFile {
 }
 
 impl TailedFile {
+    /// Opens the file at `path` for reading from its acknowledged position (0 when the
+    /// positions hold none for this very file) and opens its acknowledgement source. None when
+    /// it is not a regular file or `known(id)` says it is already read under another name.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        path: PathBuf,
+        target: usize,
+        slot: u32,
+        labels: Arc<LabelSet>,
+        splitter: Splitter,
+        acks: &Acknowledger,
+        metrics: &Metrics,
+        known: impl FnOnce(FileId) -> bool,
+    ) -> std::io::Result<Option<TailedFile>> {
+        let mut file = File::open(&path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let id = FileId::of(&meta);
+        if known(id) {
+            return Ok(None);
+        }
+        let size = meta.len();
+        let start = acks.resume_offset(&path, id, size, |fp| fp.matches(&file).unwrap_or(false));
+        let fingerprint = Fingerprint::read(&file, size).unwrap_or(Fingerprint::of(b""));
+        file.seek(SeekFrom::Start(start.get()))?;
+        let source = acks.open(&path, id, fingerprint, start);
+        tracing::debug!(path = %path.display(), position = start.get(), size, "tailing file");
+        Ok(Some(TailedFile {
+            labels,
+            target,
+            slot,
+            counters: FileCounters::new(metrics, &path),
+            size,
+            path,
+            file: Some(file),
+            id,
+            fingerprint,
+            source,
+            read_pos: start.get(),
+            splitter,
+            last_ts: Timestamp(0),
+            queued: false,
+            last_active: Instant::now(),
+            has_read: false,
+            verified_ctime: None,
+            gone_since: None,
+        }))
+    }
+
+    /// What `stat` of its path, taken just now, says happened to the file.
+    pub fn observe(&mut self, stat: std::io::Result<std::fs::Metadata>) -> Seen {
+        match stat {
+            Ok(meta) if FileId::of(&meta) == self.id => {
+                let Some(file) = self.file.as_ref() else {
+                    // Closed for the budget: its first bytes are checked when it is reopened.
+                    return if meta.len() != self.read_pos {
+                        Seen::Grew
+                    } else {
+                        Seen::Same
+                    };
+                };
+                // Any write or truncation changes the ctime: an unchanged file needs no second
+                // look at its first bytes (this is what keeps rescans of idle files cheap).
+                let ctime = (meta.ctime(), meta.ctime_nsec());
+                let rewritten = self.read_pos > 0
+                    && self.verified_ctime != Some(ctime)
+                    && !self.fingerprint.matches(file).unwrap_or(true);
+                self.verified_ctime = Some(ctime);
+                if meta.len() < self.read_pos || rewritten {
+                    Seen::Truncated { size: meta.len() }
+                } else if meta.len() > self.read_pos {
+                    Seen::Grew
+                } else {
+                    Seen::Same
+                }
+            }
+            Ok(meta) => Seen::Replaced {
+                is_file: meta.is_file(),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Seen::Removed,
+            Err(e) => {
+                tracing::debug!(path = %self.path.display(), error = %e, "cannot stat file");
+                Seen::Same
+            }
+        }
+    }
+
+    /// Starts a new generation after a truncation: what was read of the old one no longer
+    /// counts (its source is forgotten, so its chunks still in flight move no position), and
+    /// the file is read again from 0 under a new source.
+    pub fn new_generation(&mut self, acks: &Acknowledger, size: u64) {
+        acks.forget(self.source);
+        if let Err(e) = self.rewind() {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot rewind truncated file");
+        }
+        let size_now = self
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .unwrap_or(size);
+        self.fingerprint = self
+            .file
+            .as_ref()
+            .and_then(|f| Fingerprint::read(f, size_now).ok())
+            .unwrap_or(Fingerprint::of(b""));
+        self.source = acks.open(&self.path, self.id, self.fingerprint, AckedOffset::START);
+    }
+
+    /// Opens the file again after it was closed for the descriptor budget, if the same file
+    /// (identity and first bytes) is still at its path; false otherwise.
+    pub fn reopen(&mut self) -> bool {
+        let Ok(mut file) = File::open(&self.path) else {
+            return false;
+        };
+        let same = file.metadata().is_ok_and(|m| FileId::of(&m) == self.id)
+            && self.fingerprint.matches(&file).unwrap_or(false);
+        if !same || file.seek(SeekFrom::Start(self.read_pos)).is_err() {
+            return false;
+        }
+        self.file = Some(file);
+        true
+    }
+
+    /// A file shorter than a full fingerprint when opened has one now that it grew: its
+    /// identity (in memory and in the positions) gets the longer one.
+    pub fn grow_fingerprint(&mut self, acks: &Acknowledger) {
+        if self.fingerprint.is_full() {
+            return;
+        }
+        if let Some(file) = self.file.as_ref()
+            && let Ok(fp) = Fingerprint::read(file, self.read_pos)
+            && fp.len > self.fingerprint.len
+        {
+            self.fingerprint = fp;
+            acks.refingerprint(self.source, fp);
+        }
+    }
+
     /// Reads at most `max` new bytes and splits them.
     pub fn read(&mut self, max: usize) -> std::io::Result<Read1> {
         let Some(file) = self.file.as_mut() else {

@@ -15,10 +15,16 @@
 //! - deleted: drained, and closed at the latest `deleted_timeout` after the deletion (bytes
 //!   left unread then are counted and logged).
 //!
+//! The work is split three ways: `file` is one file's state machine (identity, reading,
+//! what a look at its path means, truncation, reopening), `dispatch` turns what was read into
+//! chunks through each target's stages, and [`Tailer`] here schedules over all files
+//! (discovery events, rescans, fairness, the descriptor budget, draining, status).
+//!
 //! An unfinished last line waits for its newline. It is sent when its file is closed after
 //! rotation or deletion (no newline can come then); at shutdown it is left unacknowledged, so
 //! the next start reads it again, whole once its newline arrives.
 
+mod dispatch;
 mod file;
 pub mod inbox;
 pub mod lines;
@@ -28,18 +34,15 @@ use crate::acknowledge::Acknowledger;
 use crate::discover::Targets;
 use crate::discover::meta::MetaCache;
 use crate::discover::watch::Watcher;
-use crate::entry::{Chunk, Timestamp};
-use crate::metrics::{Metrics, ReasonLabel};
-use crate::positions::AckedOffset;
-use crate::positions::{FileId, Fingerprint};
+use crate::entry::Chunk;
+use crate::metrics::Metrics;
+use crate::positions::FileId;
 use crate::status::{FileState, FileStatus, StatusBoard, unix_seconds};
-use file::{Read1, TailedFile};
+use dispatch::Dispatch;
+use file::{Read1, Seen, TailedFile};
 use inbox::{Inbox, Touch};
-use lines::{LineLimit, Split, Splitter};
+use lines::{LineLimit, Splitter};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::File;
-use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -104,8 +107,9 @@ pub struct Tailer {
     inbox: Arc<Inbox>,
     watcher: Watcher,
     acks: Arc<Acknowledger>,
-    out: mpsc::Sender<Chunk>,
     metrics: Arc<Metrics>,
+    /// What becomes of the lines read: stages, chunks, the outputs.
+    dispatch: Dispatch,
     /// The file currently at each path.
     live: HashMap<PathBuf, TailedFile>,
     /// Files that left their path and are read to their end.
@@ -117,13 +121,8 @@ pub struct Tailer {
     open_files: usize,
     next_rescan: Instant,
     next_poll: Instant,
-    stopped: bool,
     /// Container metadata of the files read, for relabeling.
     meta: MetaCache,
-    /// Each target's pipeline, by target index.
-    pipelines: Vec<Option<pipelined::TargetPipeline>>,
-    /// Print what each stage does (`-inspect`).
-    inspect: bool,
     /// The last slot given to a file (its lines' origins in the pipelines).
     slots: u32,
     /// Periodic rescans so far.
@@ -154,8 +153,8 @@ impl Tailer {
             targets,
             inbox,
             watcher,
+            dispatch: Dispatch::new(acks.clone(), out, metrics.clone()),
             acks,
-            out,
             metrics,
             live: HashMap::new(),
             draining: Vec::new(),
@@ -165,17 +164,14 @@ impl Tailer {
             open_files: 0,
             next_rescan: now,
             next_poll: now,
-            stopped: false,
             meta: MetaCache::new(),
-            pipelines: Vec::new(),
-            inspect: false,
             slots: 0,
             rescans: 0,
             status: None,
             status_changed: false,
             next_status: now,
         };
-        tailer.set_pipelines(pipelines);
+        tailer.dispatch.set_pipelines(pipelines);
         tailer
     }
 
@@ -191,14 +187,8 @@ impl Tailer {
     /// once what was read of them is delivered; new matches are opened by the rescan.
     fn retarget(&mut self, plan: TailPlan) {
         // The old stages release what they hold, under the old config.
-        for target in 0..self.pipelines.len() {
-            if let Some(Some(tp)) = self.pipelines.get_mut(target) {
-                tp.flush_all();
-            }
-            self.finish_pipeline(target);
-        }
         self.targets = plan.targets;
-        self.set_pipelines(plan.pipelines);
+        self.dispatch.set_pipelines(plan.pipelines);
         self.opts = plan.options;
         let paths: Vec<PathBuf> = self.live.keys().cloned().collect();
         for path in paths {
@@ -209,10 +199,8 @@ impl Tailer {
         }
         // The new stages take every file from its last complete line.
         for tf in self.live.values().chain(self.draining.iter()) {
-            if let Some(Some(tp)) = self.pipelines.get_mut(tf.target) {
-                let start = tf.read_pos - tf.splitter.pending() as u64;
-                tp.open(tf.slot, tf.source, &tf.labels, start);
-            }
+            let start = tf.read_pos - tf.splitter.pending() as u64;
+            self.dispatch.open(tf, start);
         }
         self.ready.retain(|p| self.live.contains_key(p));
         if let Some(board) = &self.status {
@@ -234,9 +222,7 @@ impl Tailer {
                     tf.target = index;
                     if tf.labels != labels {
                         tracing::info!(path = %path.display(), labels = %labels.rendered(), "labels of the file changed");
-                        if let Some(Some(tp)) = self.pipelines.get_mut(index) {
-                            tp.relabel(tf.slot, &labels);
-                        }
+                        self.dispatch.relabel(index, tf.slot, &labels);
                         tf.labels = labels;
                     }
                 }
@@ -301,7 +287,7 @@ impl Tailer {
     pub fn run(mut self, on_started: impl FnOnce(usize)) {
         self.rescan();
         on_started(self.live.len());
-        while !self.stopped {
+        while !self.dispatch.is_stopped() {
             let now = Instant::now();
             let timeout = if self.ready.is_empty() {
                 self.next_wake().saturating_duration_since(now)
@@ -337,7 +323,7 @@ impl Tailer {
             }
             self.read_ready();
             self.drain(false);
-            self.flush_pipelines(Instant::now());
+            self.dispatch.flush_due(Instant::now());
             self.publish_status(Instant::now());
         }
         tracing::debug!("tailer stopped");
@@ -354,12 +340,7 @@ impl Tailer {
         if self.status_changed && self.status.is_some() {
             wake = wake.min(self.next_status);
         }
-        for deadline in self
-            .pipelines
-            .iter()
-            .flatten()
-            .filter_map(|tp| tp.next_deadline())
-        {
+        if let Some(deadline) = self.dispatch.next_deadline() {
             wake = wake.min(deadline);
         }
         wake
@@ -455,50 +436,23 @@ impl Tailer {
         let Some(tf) = self.live.get_mut(path) else {
             return;
         };
-        match stat {
-            Ok(meta) if FileId::of(&meta) == tf.id => {
-                if tf.file.is_none() {
-                    if meta.len() != tf.read_pos {
-                        self.queue(path);
-                    }
-                    return;
+        match tf.observe(stat) {
+            Seen::Same => {}
+            Seen::Grew => self.queue(path),
+            Seen::Truncated { size } => self.truncated(path, size),
+            Seen::Replaced { is_file } => {
+                if let Some(old) = self.live.remove(path) {
+                    self.start_draining(old, "rotated");
                 }
-                // Any write or truncation changes the ctime: an unchanged file needs no second
-                // look at its first bytes (this is what keeps rescans of idle files cheap).
-                let ctime = (meta.ctime(), meta.ctime_nsec());
-                let rewritten = tf.read_pos > 0
-                    && tf.verified_ctime != Some(ctime)
-                    && tf
-                        .file
-                        .as_ref()
-                        .is_some_and(|f| !tf.fingerprint.matches(f).unwrap_or(true));
-                tf.verified_ctime = Some(ctime);
-                if meta.len() < tf.read_pos || rewritten {
-                    let size = meta.len();
-                    self.truncated(path, size);
-                } else if meta.len() > tf.read_pos {
-                    self.queue(path);
-                }
-            }
-            Ok(meta) => {
-                // Another file is at the path now: the old one was rotated away.
-                let Some(old) = self.live.remove(path) else {
-                    return;
-                };
-                self.start_draining(old, "rotated");
-                if meta.is_file()
-                    && let Some(target) = self.targets.find(path)
-                {
+                if is_file && let Some(target) = self.targets.find(path) {
                     self.add(path.to_path_buf(), target);
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let Some(old) = self.live.remove(path) else {
-                    return;
-                };
-                self.start_draining(old, "removed");
+            Seen::Removed => {
+                if let Some(old) = self.live.remove(path) {
+                    self.start_draining(old, "removed");
+                }
             }
-            Err(e) => tracing::debug!(path = %path.display(), error = %e, "cannot stat file"),
         }
     }
 
@@ -513,8 +467,23 @@ impl Tailer {
             tracing::debug!(path = %path.display(), "relabel_configs drop this file");
             return;
         };
-        let file = match File::open(&path) {
-            Ok(f) => f,
+        let slot = self.next_slot();
+        let splitter = Splitter::new(self.opts.limit);
+        let ids = &self.ids;
+        let opened = TailedFile::open(
+            path.clone(),
+            target,
+            slot,
+            labels,
+            splitter,
+            &self.acks,
+            &self.metrics,
+            // The same file under another name (a link, or a rotated file draining).
+            |id| ids.contains(&id),
+        );
+        let tf = match opened {
+            Ok(Some(tf)) => tf,
+            Ok(None) => return,
             Err(e) => {
                 let error = e.to_string();
                 if self.unreadable.get(&path) != Some(&error) {
@@ -524,53 +493,11 @@ impl Tailer {
                 return;
             }
         };
-        let meta = match file.metadata() {
-            Ok(m) if m.is_file() => m,
-            _ => return,
-        };
         if self.unreadable.remove(&path).is_some() {
             tracing::info!(path = %path.display(), "file is readable now");
         }
-        let id = FileId::of(&meta);
-        if self.ids.contains(&id) {
-            return; // the same file under another name (a link, or a rotated file draining)
-        }
-        let size = meta.len();
-        let start = self
-            .acks
-            .resume_offset(&path, id, size, |fp| fp.matches(&file).unwrap_or(false));
-        let fingerprint = Fingerprint::read(&file, size).unwrap_or(Fingerprint::of(b""));
-        let mut file = file;
-        if file.seek(SeekFrom::Start(start.get())).is_err() {
-            return;
-        }
-        let source = self.acks.open(&path, id, fingerprint, start);
-        tracing::debug!(path = %path.display(), position = start.get(), size, "tailing file");
-        let slot = self.next_slot();
-        if let Some(Some(tp)) = self.pipelines.get_mut(target) {
-            tp.open(slot, source, &labels, start.get());
-        }
-        let tf = TailedFile {
-            labels,
-            target,
-            slot,
-            counters: file::FileCounters::new(&self.metrics, &path),
-            size,
-            path: path.clone(),
-            file: Some(file),
-            id,
-            fingerprint,
-            source,
-            read_pos: start.get(),
-            splitter: Splitter::new(self.opts.limit),
-            last_ts: Timestamp(0),
-            queued: false,
-            last_active: Instant::now(),
-            has_read: false,
-            verified_ctime: None,
-            gone_since: None,
-        };
-        self.ids.insert(id);
+        self.dispatch.open(&tf, tf.read_pos);
+        self.ids.insert(tf.id);
         self.live.insert(path.clone(), tf);
         self.open_files += 1;
         self.metrics
@@ -586,31 +513,14 @@ impl Tailer {
         };
         tracing::info!(path = %path.display(), position = tf.read_pos, size, "file was truncated; reading it from the start");
         self.metrics.truncations.inc();
-        self.acks.forget(tf.source);
-        if let Err(e) = tf.rewind() {
-            tracing::warn!(path = %path.display(), error = %e, "cannot rewind truncated file");
-        }
-        let size_now = tf
-            .file
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map(|m| m.len())
-            .unwrap_or(size);
-        tf.fingerprint = tf
-            .file
-            .as_ref()
-            .and_then(|f| Fingerprint::read(f, size_now).ok())
-            .unwrap_or(Fingerprint::of(b""));
-        tf.source = self
-            .acks
-            .open(path, tf.id, tf.fingerprint, AckedOffset::START);
-        if let Some(Some(tp)) = self.pipelines.get_mut(tf.target) {
+        tf.new_generation(&self.acks, size);
+        if self.dispatch.has_stages(tf.target) {
             // Lines of the old generation still in the stages go out under their old slot;
             // its source is forgotten, so they no longer move any position.
-            tp.close(tf.slot);
+            self.dispatch.close(tf.target, tf.slot);
             self.slots = self.slots.wrapping_add(1) & 0x000f_ffff;
             tf.slot = self.slots;
-            tp.open(tf.slot, tf.source, &tf.labels, 0);
+            self.dispatch.open(tf, 0);
         }
         self.queue(path);
     }
@@ -634,7 +544,7 @@ impl Tailer {
     fn read_ready(&mut self) {
         let rounds = self.ready.len();
         for _ in 0..rounds {
-            if self.stopped || self.inbox.is_shutdown() {
+            if self.dispatch.is_stopped() || self.inbox.is_shutdown() {
                 return;
             }
             let Some(path) = self.ready.pop_front() else {
@@ -667,7 +577,7 @@ impl Tailer {
         let now = Instant::now();
         let mut keep = Vec::with_capacity(self.draining.len());
         for mut tf in std::mem::take(&mut self.draining) {
-            if self.stopped {
+            if self.dispatch.is_stopped() {
                 keep.push(tf);
                 continue;
             }
@@ -717,18 +627,14 @@ impl Tailer {
     /// Sends the unfinished last line of a file that will not be read again.
     fn finish(&mut self, tf: &mut TailedFile) {
         let split = tf.splitter.finish(tf.read_pos);
-        self.send(tf, split);
+        self.dispatch.send(tf, split);
     }
 
     fn close(&mut self, tf: TailedFile) {
         self.status_changed = true;
         tracing::debug!(path = %tf.path.display(), "closing file");
         // With a pipeline, the source stays until the stages hold nothing of the file.
-        let held = match self.pipelines.get_mut(tf.target) {
-            Some(Some(tp)) => !tp.close(tf.slot),
-            _ => false,
-        };
-        if !held {
+        if self.dispatch.close(tf.target, tf.slot) {
             self.acks.close(tf.source, Instant::now());
         }
         self.ids.remove(&tf.id);
@@ -751,15 +657,8 @@ impl Tailer {
             Ok(Read1::Data { split, bytes, more }) => {
                 self.status_changed = true;
                 tf.counters.bytes.inc_by(bytes as u64);
-                if !tf.fingerprint.is_full()
-                    && let Some(file) = tf.file.as_ref()
-                    && let Ok(fp) = Fingerprint::read(file, tf.read_pos)
-                    && fp.len > tf.fingerprint.len
-                {
-                    tf.fingerprint = fp;
-                    self.acks.refingerprint(tf.source, fp);
-                }
-                self.send(tf, split);
+                tf.grow_fingerprint(&self.acks);
+                self.dispatch.send(tf, split);
                 if more {
                     ReadResult::More
                 } else {
@@ -773,99 +672,9 @@ impl Tailer {
         }
     }
 
-    /// Hands a split's lines to the outputs; blocks while they are full.
-    fn send(&mut self, tf: &mut TailedFile, split: Split) {
-        let m = &self.metrics;
-        if split.dropped_too_long > 0 {
-            m.lines_dropped
-                .get_or_create(&ReasonLabel {
-                    reason: "line_too_long".into(),
-                })
-                .inc_by(split.dropped_too_long);
-        }
-        if split.truncated > 0 {
-            m.lines_truncated.inc_by(split.truncated);
-        }
-        if split.invalid_utf8 > 0 {
-            m.invalid_utf8_lines.inc_by(split.invalid_utf8);
-        }
-        if split.spans.is_empty() || self.stopped {
-            return;
-        }
-        tf.counters.lines.inc_by(split.spans.len() as u64);
-        let (base, last_ts) = split.stamp(tf.last_ts);
-        tf.last_ts = last_ts;
-        if let Some(Some(tp)) = self.pipelines.get_mut(tf.target) {
-            tp.feed(tf.slot, &split, base, tf.size, Instant::now());
-            self.finish_pipeline(tf.target);
-            return;
-        }
-        if let Some(chunk) =
-            pipelined::plain_chunk(&self.acks, tf.source, &tf.labels, split, base, tf.size)
-        {
-            self.emit(chunk);
-        }
-    }
-
-    /// Hands a chunk to the outputs; blocks while they are full.
-    fn emit(&mut self, chunk: Chunk) {
-        if self.stopped {
-            return;
-        }
-        if self.out.blocking_send(chunk).is_err() {
-            // The outputs are gone (shutting down): nothing more can be delivered.
-            self.stopped = true;
-        }
-    }
-
-    /// Sends what a target's pipeline let out, and closes files it no longer holds lines of.
-    fn finish_pipeline(&mut self, target: usize) {
-        let Some(Some(tp)) = self.pipelines.get_mut(target) else {
-            return;
-        };
-        let mut chunks = Vec::new();
-        let closable = tp.finish(&self.acks, &self.metrics, &mut chunks);
-        for chunk in chunks {
-            self.emit(chunk);
-        }
-        for source in closable {
-            self.acks.close(source, Instant::now());
-        }
-    }
-
-    /// Lets the stages release what waited long enough (multiline blocks, partial lines).
-    fn flush_pipelines(&mut self, now: Instant) {
-        for target in 0..self.pipelines.len() {
-            let due = self.pipelines[target]
-                .as_ref()
-                .and_then(|tp| tp.next_deadline())
-                .is_some_and(|d| d <= now);
-            if due {
-                if let Some(Some(tp)) = self.pipelines.get_mut(target) {
-                    tp.flush_due(now);
-                }
-                self.finish_pipeline(target);
-            }
-        }
-    }
-
-    fn set_pipelines(&mut self, pipelines: Vec<Option<crate::pipeline::Pipeline>>) {
-        let inspect = self.inspect;
-        self.pipelines = pipelines
-            .into_iter()
-            .map(|p| {
-                p.filter(|p| !p.is_empty())
-                    .map(|p| pipelined::TargetPipeline::new(p, inspect))
-            })
-            .collect();
-    }
-
     /// Prints what each pipeline stage does to each entry, to standard error (`-inspect`).
     pub fn with_inspect(mut self, inspect: bool) -> Tailer {
-        self.inspect = inspect;
-        for tp in self.pipelines.iter_mut().flatten() {
-            tp.set_inspect(inspect);
-        }
+        self.dispatch.set_inspect(inspect);
         self
     }
 
@@ -876,15 +685,9 @@ impl Tailer {
 
     fn reopen(&mut self, tf: &mut TailedFile) -> bool {
         self.make_room();
-        let Ok(mut file) = File::open(&tf.path) else {
-            return false;
-        };
-        let same = file.metadata().is_ok_and(|m| FileId::of(&m) == tf.id)
-            && tf.fingerprint.matches(&file).unwrap_or(false);
-        if !same || file.seek(SeekFrom::Start(tf.read_pos)).is_err() {
+        if !tf.reopen() {
             return false;
         }
-        tf.file = Some(file);
         self.open_files += 1;
         self.enforce_fd_budget();
         true

@@ -55,8 +55,8 @@ impl Table {
         }
     }
 
-    /// Where to resume a file found at `path`: see
-    /// [`Acknowledger::resume_offset`](crate::acknowledge::Acknowledger::resume_offset).
+    /// Where to resume a file found at `path`: its recorded position if the record is for this
+    /// very file (`matches` checks the record's fingerprint against the file), else 0.
     pub fn resume_offset(
         &mut self,
         path: &Path,

@@ -92,7 +92,7 @@ impl Default for TailOptions {
 
 /// What the tailer reads: the targets, each target's built pipeline (by target index; None
 /// for a target without stages), and how. Built once from the config (see
-/// [`crate::input::files`]); a reload hands over a new one whole.
+/// the file input); a reload hands over a new one whole.
 #[derive(Debug, Default)]
 pub struct TailPlan {
     pub targets: Targets,

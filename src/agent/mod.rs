@@ -14,21 +14,26 @@
 //! positions of what was acknowledged are written; the process exits 0. What was not
 //! delivered is read again at the next start.
 
+mod inputs;
+mod plan;
+
+pub use plan::{Mode, Plan, origin};
+
 use crate::acknowledge::Acknowledger;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::entry::Chunk;
-use crate::input::{self, Ended, Input, InputContext, RunningInput};
+use crate::input::{Ended, InputContext};
 use crate::metrics::Metrics;
 use crate::pipeline::CustomMetrics;
 use crate::positions;
 use crate::server::{self, ReloadRequest, ServerState};
-use crate::ship::{self, OutputContext, OutputError, OutputSpec, set::OutputSet};
+use crate::ship::{self, OutputContext, OutputError, set::OutputSet};
 use crate::status::{StatusBoard, unix_seconds};
 use anyhow::Context;
-use std::collections::HashMap;
+use inputs::Inputs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
@@ -37,48 +42,6 @@ const CHUNK_QUEUE: usize = 8;
 
 /// The shutdown deadline when `server.graceful_shutdown_timeout` is not set.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How a run was asked for, besides the config.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Mode {
-    /// Read standard input instead of files (`-stdin`), and exit at its end.
-    pub stdin: bool,
-    /// Print entries instead of shipping them, and never write positions.
-    pub dry_run: bool,
-    /// Print in colour (standard output is a terminal).
-    pub color: bool,
-}
-
-impl Mode {
-    /// Entries are printed rather than shipped: `-dry-run`, `-stdin`, or no clients.
-    fn print(self, config: &Config) -> bool {
-        self.dry_run || self.stdin || config.clients.is_empty()
-    }
-}
-
-/// What a config resolves to: the inputs and outputs that run. The config is checked and
-/// everything is built here, once (pipelines, globs, output settings); a reload builds a new
-/// plan and swaps it in, or keeps the old one running if the new one fails.
-pub struct Plan {
-    inputs: Vec<Box<dyn Input>>,
-    outputs: Vec<OutputSpec>,
-}
-
-impl Plan {
-    /// Resolves `config` (read from `origin`, named in errors). Metrics stages register with
-    /// `custom`.
-    pub fn build(
-        config: &Config,
-        origin: &str,
-        mode: Mode,
-        custom: &CustomMetrics,
-    ) -> Result<Plan, ConfigError> {
-        Ok(Plan {
-            inputs: input::plan(config, origin, mode.stdin, custom)?,
-            outputs: ship::plan(config, mode.print(config), mode.color),
-        })
-    }
-}
 
 /// How a run was asked for.
 pub struct RunOptions {
@@ -97,11 +60,6 @@ pub struct RunOptions {
     pub inspect: bool,
 }
 
-/// How a config file is named in errors.
-pub fn origin(path: Option<&Path>) -> String {
-    path.map_or_else(|| "built-in config".into(), |p| p.display().to_string())
-}
-
 /// A hash of the config file, logged at start and at each reload so an operator can tell
 /// which version runs.
 fn config_hash(path: Option<&Path>) -> String {
@@ -110,69 +68,6 @@ fn config_hash(path: Option<&Path>) -> String {
         Some(Ok(bytes)) => format!("{:x}", sha2::Sha256::digest(&bytes)),
         Some(Err(_)) => "unreadable".into(),
         None => "built-in".into(),
-    }
-}
-
-/// The running inputs, by key.
-struct Inputs {
-    running: Vec<(String, Box<dyn RunningInput>)>,
-    ctx: InputContext,
-    /// Inputs stopped for a restart whose end is still to be reported: that end is expected.
-    restarted: HashMap<String, usize>,
-}
-
-impl Inputs {
-    /// Makes the running inputs match `config`: same key and the input takes the config in
-    /// place, or it is restarted; inputs no longer planned stop; new ones start.
-    fn apply(&mut self, planned: Vec<Box<dyn Input>>) -> Result<(), input::InputError> {
-        let mut old = std::mem::take(&mut self.running);
-        for wanted in planned {
-            let key = wanted.key();
-            let mut wanted = Some(wanted);
-            if let Some(pos) = old.iter().position(|(k, _)| *k == key) {
-                let (key, mut running) = old.remove(pos);
-                wanted = wanted.and_then(|w| running.reconfigure(w));
-                if wanted.is_none() {
-                    self.running.push((key, running));
-                    continue;
-                }
-                running.stop();
-                running.join();
-                *self.restarted.entry(key.clone()).or_default() += 1;
-            }
-            let Some(wanted) = wanted else { continue };
-            let running = wanted.start(self.ctx.clone())?;
-            self.running.push((key, running));
-        }
-        for (key, mut running) in old {
-            tracing::info!(input = %key, "input no longer in the config: stopping it");
-            running.stop();
-            running.join();
-            *self.restarted.entry(key).or_default() += 1;
-        }
-        Ok(())
-    }
-
-    /// An input ended: true when it was the last one still reading by itself.
-    fn ended(&mut self, key: &str) -> bool {
-        if let Some(n) = self.restarted.get_mut(key).filter(|n| **n > 0) {
-            *n -= 1;
-            return false;
-        }
-        self.running.retain(|(k, _)| k != key);
-        self.running.is_empty()
-    }
-
-    fn stop(&mut self) {
-        for (_, running) in &mut self.running {
-            running.stop();
-        }
-    }
-
-    fn join(self) {
-        for (_, running) in self.running {
-            running.join();
-        }
     }
 }
 
@@ -262,36 +157,17 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Ended>();
-    let starting = Arc::new(AtomicUsize::new(first_inputs.len()));
-    let started = {
-        let (ready, starting) = (ready.clone(), starting.clone());
-        Arc::new(move |_key: &str| {
-            let left = starting
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                .map_or(0, |before| before - 1);
-            if left == 0 && !ready.swap(true, Ordering::AcqRel) {
-                // Under systemd (Type=notify): the unit is started once every input reads.
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            }
-        })
-    };
-    if first_inputs.is_empty() {
-        ready.store(true, Ordering::Release);
-    }
-    let mut inputs = Inputs {
-        running: Vec::new(),
-        ctx: InputContext {
-            acks: acks.clone(),
-            chunks: chunk_tx,
-            metrics: metrics.clone(),
-            status: status.clone(),
-            custom: custom.clone(),
-            inspect,
-            started,
-            ended: ended_tx,
-        },
-        restarted: HashMap::new(),
-    };
+    let started = inputs::readiness(first_inputs.len(), ready.clone());
+    let mut inputs = Inputs::new(InputContext {
+        acks: acks.clone(),
+        chunks: chunk_tx,
+        metrics: metrics.clone(),
+        status: status.clone(),
+        custom: custom.clone(),
+        inspect,
+        started,
+        ended: ended_tx,
+    });
     inputs.apply(first_inputs)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let fan_out = runtime.spawn(ship::fan_out(
@@ -308,29 +184,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut current = config;
     let result: anyhow::Result<()> = runtime.block_on(async {
         if let Some(listener) = listener {
-            let router = server::router(ServerState {
+            serve_http(listener, ServerState {
                 metrics: metrics.clone(),
                 status: status.clone(),
                 acks: acks.clone(),
                 ready: ready.clone(),
                 reload: reload_enabled.then(|| reload_tx.clone()),
             });
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
-                    tracing::error!(error = %e, "HTTP server failed");
-                }
-            });
         }
-        if let Some(every) = sd_notify::watchdog_enabled() {
-            // Pet systemd's watchdog at twice the rate it asks for, while the runtime runs.
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every / 2);
-                loop {
-                    tick.tick().await;
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                }
-            });
-        }
+        pet_watchdog();
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -399,24 +261,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 let _ = task.await;
             }
         };
-        tokio::pin!(all_done);
-        if !signalled {
-            // The input ended: wait for everything to be delivered, unless a signal says stop.
-            tokio::select! {
-                () = &mut all_done => return Ok(()),
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                _ = int.recv() => tracing::info!("SIGINT: stopping"),
-            }
-        }
-        if tokio::time::timeout(shutdown_timeout, &mut all_done).await.is_err() {
-            tracing::warn!(
-                undelivered_chunks = acks.in_flight(),
-                deadline = ?shutdown_timeout,
-                "shutdown deadline reached with entries undelivered; they will be read again at the next start"
-            );
-            let _ = abort_tx.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(1), all_done).await;
-        }
+        drain(all_done, signalled, shutdown_timeout, &acks, &abort_tx, &mut term, &mut int).await;
         Ok(())
     });
     let _ = abort_tx.send(true);
@@ -436,6 +281,60 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         "stopped"
     );
     result
+}
+
+/// Lets the outputs deliver what they hold: all of it when the inputs ended by themselves
+/// (unless a signal says stop), else up to the shutdown deadline; then aborts them.
+async fn drain(
+    all_done: impl std::future::Future<Output = ()>,
+    signalled: bool,
+    deadline: Duration,
+    acks: &Acknowledger,
+    abort: &watch::Sender<bool>,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) {
+    tokio::pin!(all_done);
+    if !signalled {
+        tokio::select! {
+            () = &mut all_done => return,
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    }
+    if tokio::time::timeout(deadline, &mut all_done).await.is_err() {
+        tracing::warn!(
+            undelivered_chunks = acks.in_flight(),
+            deadline = ?deadline,
+            "shutdown deadline reached with entries undelivered; they will be read again at the next start"
+        );
+        let _ = abort.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), all_done).await;
+    }
+}
+
+/// Serves the HTTP endpoints (`/metrics`, `/ready`, `/targets`, `/reload`…).
+fn serve_http(listener: tokio::net::TcpListener, state: ServerState) {
+    let router = server::router(state);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+}
+
+/// Under systemd with `WatchdogSec=`: pets the watchdog at twice the rate it asks for, while
+/// the runtime runs.
+fn pet_watchdog() {
+    if let Some(every) = sd_notify::watchdog_enabled() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every / 2);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
 }
 
 /// Reads the config again and applies it; on error nothing changes.

@@ -51,3 +51,44 @@ impl AckedCursor {
         &self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::positions::{load, save};
+
+    #[test]
+    fn a_promtail_journal_cursor_is_where_the_journal_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("positions.yaml");
+        std::fs::write(
+            &path,
+            "positions:\n  /var/log/syslog: \"1234\"\n  cursor-journal: \"s=abc;i=2a;b=def\"\n",
+        )
+        .unwrap();
+        let table = load(&path, false).unwrap();
+        assert_eq!(
+            table.cursor("cursor-journal").map(AckedCursor::as_str),
+            Some("s=abc;i=2a;b=def")
+        );
+    }
+
+    #[test]
+    fn acknowledged_cursors_survive_a_restart_under_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("positions.yaml");
+        let mut table = crate::positions::Table::default();
+        table.set_cursor(
+            "cursor-/web",
+            AckedCursor::acknowledged(Arc::from("1733200000.123456789")),
+        );
+        save(&path, &table.take_changes().unwrap()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("cursor-/web"), "{text}");
+        let loaded = load(&path, false).unwrap();
+        assert_eq!(
+            loaded.cursor("cursor-/web").map(AckedCursor::as_str),
+            Some("1733200000.123456789")
+        );
+    }
+}

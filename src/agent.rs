@@ -52,7 +52,7 @@ pub struct Mode {
 impl Mode {
     /// Entries are printed rather than shipped: `-dry-run`, `-stdin`, or no clients.
     fn print(self, config: &Config) -> bool {
-        self.dry_run || self.stdin || config.clients.is_empty()
+        self.dry_run || self.stdin || (config.clients.is_empty() && config.elasticsearch.is_empty())
     }
 }
 

@@ -420,3 +420,18 @@ fn config_check_names_the_file_and_key() {
         "{text}"
     );
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/elasticsearch.yaml");
+    let out = std::process::Command::new(BIN)
+        .arg("-check-syntax")
+        .arg(format!("-config.file={example}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

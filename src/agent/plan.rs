@@ -18,9 +18,9 @@ pub struct Mode {
 }
 
 impl Mode {
-    /// Entries are printed rather than shipped: `-dry-run`, `-stdin`, or no clients.
+    /// Entries are printed rather than shipped: `-dry-run`, `-stdin`, or no output configured.
     pub(super) fn print(self, config: &Config) -> bool {
-        self.dry_run || self.stdin || config.clients.is_empty()
+        self.dry_run || self.stdin || (config.clients.is_empty() && config.elasticsearch.is_empty())
     }
 }
 

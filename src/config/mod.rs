@@ -179,6 +179,10 @@ impl Config {
                 }
             }
         }
+        for (i, es) in self.elasticsearch.iter().enumerate() {
+            check_elasticsearch(es)
+                .map_err(|(key, message)| semantic(format!("elasticsearch[{i}].{key}"), message))?;
+        }
         Ok(())
     }
 
@@ -196,6 +200,96 @@ impl Config {
         serde_yaml_ng::to_string(self)
             .unwrap_or_else(|err| format!("# cannot print config: {err}\n"))
     }
+}
+
+/// Checks one `elasticsearch:` entry; the error names the key under it.
+fn check_elasticsearch(es: &ElasticsearchConfig) -> Result<(), (&'static str, String)> {
+    if es.url.as_slice().is_empty() {
+        return Err(("url", "needs at least one URL".into()));
+    }
+    for url in es.url.as_slice() {
+        match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            Ok(_) => {
+                return Err((
+                    "url",
+                    format!("{url:?} must be an http:// or https:// URL with a host"),
+                ));
+            }
+            Err(e) => return Err(("url", format!("{url:?}: {e}"))),
+        }
+    }
+    if es.index.is_some() && es.data_stream.is_some() {
+        return Err((
+            "data_stream",
+            "index and data_stream exclude each other".into(),
+        ));
+    }
+    if let Some(index) = &es.index {
+        check_index_pattern(index).map_err(|m| ("index", m))?;
+    }
+    if let Some(ds) = &es.data_stream {
+        for (key, part) in [
+            ("data_stream.type", &ds.kind),
+            ("data_stream.dataset", &ds.dataset),
+            ("data_stream.namespace", &ds.namespace),
+        ] {
+            if part.is_empty() || part.contains(['-', '%']) {
+                return Err((key, format!("{part:?}: must be non-empty, without - or %")));
+            }
+        }
+        check_index_pattern(&ds.name()).map_err(|m| ("data_stream", m))?;
+    }
+    if es.compression == Compression::Snappy {
+        return Err(("compression", "takes gzip or none".into()));
+    }
+    let credentials = [
+        es.basic_auth.is_some(),
+        es.api_key.is_some(),
+        es.api_key_file.is_some(),
+        es.bearer_token.is_some(),
+        es.bearer_token_file.is_some(),
+    ];
+    if credentials.iter().filter(|c| **c).count() > 1 {
+        return Err((
+            "api_key",
+            "set at most one of basic_auth, api_key, api_key_file, bearer_token, bearer_token_file"
+                .into(),
+        ));
+    }
+    if es.batch_size.0 == 0 {
+        return Err(("batch_size", "must be above 0".into()));
+    }
+    Ok(())
+}
+
+/// Checks an Elasticsearch index name pattern: the date placeholders it knows, and the
+/// characters Elasticsearch refuses in index names.
+fn check_index_pattern(pattern: &str) -> Result<(), String> {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('Y' | 'y' | 'm' | 'd' | 'H' | '%') => {}
+                Some(other) => {
+                    return Err(format!(
+                        "{pattern:?}: unknown placeholder %{other} (known: %Y %y %m %d %H %%)"
+                    ));
+                }
+                None => return Err(format!("{pattern:?}: ends with a lone %")),
+            }
+        } else if c.is_uppercase() || "\\/*?\"<>| ,#:".contains(c) {
+            return Err(format!(
+                "{pattern:?}: index names are lowercase, without spaces or any of \\/*?\"<>|,#:"
+            ));
+        }
+    }
+    if pattern.is_empty() || pattern.starts_with(['-', '_', '+']) || pattern == "." {
+        return Err(format!(
+            "{pattern:?}: an index name may not be empty or start with -, _ or +"
+        ));
+    }
+    Ok(())
 }
 
 /// The YAML library reports some errors at the start of the enclosing mapping; point at the

@@ -75,6 +75,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub positions: PositionsConfig,
     pub clients: Vec<ClientConfig>,
+    /// Elasticsearch `_bulk` outputs (a logferry extension; Promtail has no such key).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub elasticsearch: Vec<ElasticsearchConfig>,
     /// Promtail's older single-client spelling; merged into `clients` at load.
     #[serde(skip_serializing)]
     pub client: Option<ClientConfig>,
@@ -290,6 +293,123 @@ impl ClientConfig {
     }
     fn default_timeout() -> GoDuration {
         GoDuration::from_secs(10)
+    }
+}
+
+/// One entry of `elasticsearch:` — an Elasticsearch cluster fed through its `_bulk` API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchConfig {
+    /// One node, or several tried in turn.
+    pub url: Urls,
+    /// The index written to, with `%Y`, `%y`, `%m`, `%d`, `%H` taken from the entry's
+    /// timestamp (UTC); `logferry-%Y.%m.%d` when neither this nor `data_stream` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// Writes to the data stream `<type>-<dataset>-<namespace>` instead of an index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_stream: Option<DataStreamConfig>,
+    /// The ingest pipeline every document goes through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// An API key as Elasticsearch hands it out (the base64 `encoded` form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<TlsConfig>,
+    /// `gzip` (the default) or `none`.
+    #[serde(default = "ElasticsearchConfig::default_compression")]
+    pub compression: Compression,
+    /// Bytes of NDJSON in one request, at most (a single larger document goes alone).
+    #[serde(default = "ElasticsearchConfig::default_batch_size")]
+    pub batch_size: ByteSize,
+    #[serde(default = "ElasticsearchConfig::default_batch_wait")]
+    pub batch_wait: GoDuration,
+    #[serde(default = "ElasticsearchConfig::default_timeout")]
+    pub timeout: GoDuration,
+    #[serde(default)]
+    pub backoff_config: BackoffConfig,
+    /// Tries of a document (or request) that keeps failing with 429 or 5xx before it is
+    /// dropped; 0 retries until delivered. Overrides `backoff_config.max_retries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl ElasticsearchConfig {
+    fn default_compression() -> Compression {
+        Compression::Gzip
+    }
+    fn default_batch_size() -> ByteSize {
+        ByteSize(2 << 20)
+    }
+    fn default_batch_wait() -> GoDuration {
+        GoDuration::from_secs(1)
+    }
+    fn default_timeout() -> GoDuration {
+        GoDuration::from_secs(30)
+    }
+
+    /// The index name pattern in force.
+    pub fn index_pattern(&self) -> &str {
+        self.index.as_deref().unwrap_or("logferry-%Y.%m.%d")
+    }
+
+    /// How many tries before giving up (0: never).
+    pub fn effective_max_retries(&self) -> u32 {
+        self.max_retries.unwrap_or(self.backoff_config.max_retries)
+    }
+}
+
+/// `url:` of an Elasticsearch output: one URL or a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "a URL or a list of URLs")]
+pub enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Urls {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Urls::One(u) => std::slice::from_ref(u),
+            Urls::Many(v) => v,
+        }
+    }
+}
+
+/// `data_stream:` of an Elasticsearch output; the name is `<type>-<dataset>-<namespace>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataStreamConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub dataset: String,
+    pub namespace: String,
+}
+
+impl Default for DataStreamConfig {
+    fn default() -> Self {
+        DataStreamConfig {
+            kind: "logs".into(),
+            dataset: "generic".into(),
+            namespace: "default".into(),
+        }
+    }
+}
+
+impl DataStreamConfig {
+    pub fn name(&self) -> String {
+        format!("{}-{}-{}", self.kind, self.dataset, self.namespace)
     }
 }
 

@@ -8,6 +8,7 @@
 //! chunk to every current output. An output that was removed by a reload gets no new chunks
 //! and finishes with what it holds.
 
+pub mod elastic;
 pub mod loki;
 pub mod print;
 pub mod retry;
@@ -15,7 +16,7 @@ pub mod set;
 pub mod tls;
 
 use crate::acknowledge::Acknowledger;
-use crate::config::{ClientConfig, Config};
+use crate::config::{ClientConfig, Config, ElasticsearchConfig};
 use crate::entry::Chunk;
 use crate::metrics::{HostLabel, Metrics};
 use crate::status::StatusBoard;
@@ -30,6 +31,8 @@ use tokio::sync::{mpsc, watch};
 pub enum OutputError {
     #[error(transparent)]
     Loki(#[from] loki::ClientError),
+    #[error(transparent)]
+    Elastic(#[from] elastic::ElasticError),
     /// Writing to standard output failed (a closed pipe, say).
     #[error("cannot write to standard output: {0}")]
     Stdout(#[from] std::io::Error),
@@ -79,6 +82,11 @@ pub enum OutputSpec {
         index: usize,
         config: Box<ClientConfig>,
     },
+    /// One entry of `elasticsearch:`, at its index.
+    Elasticsearch {
+        index: usize,
+        config: Box<ElasticsearchConfig>,
+    },
     /// Entries printed to standard output (`-dry-run`, or no clients configured).
     Print { color: bool },
 }
@@ -89,6 +97,10 @@ impl OutputSpec {
     pub fn same_as(&self, other: &OutputSpec) -> bool {
         match (self, other) {
             (OutputSpec::Loki { config: a, .. }, OutputSpec::Loki { config: b, .. }) => a == b,
+            (
+                OutputSpec::Elasticsearch { config: a, .. },
+                OutputSpec::Elasticsearch { config: b, .. },
+            ) => a == b,
             (OutputSpec::Print { color: a }, OutputSpec::Print { color: b }) => a == b,
             _ => false,
         }
@@ -101,12 +113,17 @@ impl OutputSpec {
                 loki::LokiClient::new(*index, config, ctx.acks.clone(), ctx.metrics.clone())?
                     .with_status(ctx.status.clone(), key),
             ),
+            OutputSpec::Elasticsearch { index, config } => Box::new(
+                elastic::ElasticOutput::new(*index, config, ctx.acks.clone(), ctx.metrics.clone())?
+                    .with_status(ctx.status.clone(), key),
+            ),
             OutputSpec::Print { color } => Box::new(print::Printer::new(ctx.acks.clone(), *color)),
         })
     }
 }
 
-/// The outputs a config asks for: the printer when `print`, else one per entry of `clients:`.
+/// The outputs a config asks for: the printer when `print`, else one per entry of `clients:`
+/// and one per entry of `elasticsearch:`.
 pub fn plan(config: &Config, print: bool, color: bool) -> Vec<OutputSpec> {
     if print {
         return vec![OutputSpec::Print { color }];
@@ -119,6 +136,16 @@ pub fn plan(config: &Config, print: bool, color: bool) -> Vec<OutputSpec> {
             index,
             config: Box::new(config.clone()),
         })
+        .chain(
+            config
+                .elasticsearch
+                .iter()
+                .enumerate()
+                .map(|(index, config)| OutputSpec::Elasticsearch {
+                    index,
+                    config: Box::new(config.clone()),
+                }),
+        )
         .collect()
 }
 

@@ -133,9 +133,9 @@ impl Config {
         }
         for (i, job) in self.scrape_configs.iter().enumerate() {
             if let Some(syslog) = &job.syslog {
-                syslog
-                    .check()
-                    .map_err(|(key, message)| semantic(format!("scrape_configs[{i}].syslog.{key}"), message))?;
+                syslog.check().map_err(|(key, message)| {
+                    semantic(format!("scrape_configs[{i}].syslog.{key}"), message)
+                })?;
             }
         }
         if self.positions.filename.as_os_str().is_empty() {
@@ -246,10 +246,7 @@ impl SyslogConfig {
             Ok(mut addrs) => addrs
                 .next()
                 .ok_or_else(|| format!("{:?} resolves to no address", self.listen_address)),
-            Err(e) => Err(format!(
-                "{:?} is not host:port: {e}",
-                self.listen_address
-            )),
+            Err(e) => Err(format!("{:?} is not host:port: {e}", self.listen_address)),
         }
     }
 }

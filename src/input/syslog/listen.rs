@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 /// Open TCP connections one listener serves at most; more are closed at once (and logged),
@@ -192,7 +192,9 @@ pub async fn accept(
                     let idle = shared.config.idle_timeout.0;
                     match tokio::time::timeout(idle, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => serve(stream, peer, &shared, queue, stop).await,
-                        Ok(Err(e)) => shared.warn(peer.ip(), &format_args!("TLS handshake failed: {e}")),
+                        Ok(Err(e)) => {
+                            shared.warn(peer.ip(), &format_args!("TLS handshake failed: {e}"))
+                        }
                         Err(_) => shared.warn(peer.ip(), &"TLS handshake timed out"),
                     }
                 }
@@ -205,7 +207,7 @@ pub async fn accept(
 
 /// Reads one connection until it closes, goes idle past `idle_timeout`, breaks its framing,
 /// or the listener stops.
-async fn serve<S: AsyncRead + Unpin>(
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     peer: SocketAddr,
     shared: &Shared,
@@ -272,6 +274,8 @@ async fn serve<S: AsyncRead + Unpin>(
             return;
         }
         if ended {
+            // A TLS client expects close_notify back before it counts its messages as sent.
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
             return;
         }
     }

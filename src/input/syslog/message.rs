@@ -210,7 +210,10 @@ mod tests {
         assert_eq!(labels["__syslog_message_severity"], "informational");
         let text = "<14>1 - - - - - [a b=\"c\"] hello";
         assert!(!super::tests::labels(text, false).contains_key("__syslog_message_sd_a_b"));
-        assert_eq!(super::tests::labels(text, true)["__syslog_message_sd_a_b"], "c");
+        assert_eq!(
+            super::tests::labels(text, true)["__syslog_message_sd_a_b"],
+            "c"
+        );
     }
 
     #[test]
@@ -222,7 +225,14 @@ mod tests {
 
     #[test]
     fn a_frame_without_pri_is_rejected() {
-        for text in ["hello", "<>1 - - - - - - x", "<192>x", "<013>x", "<1234>x", "<12"] {
+        for text in [
+            "hello",
+            "<>1 - - - - - - x",
+            "<192>x",
+            "<013>x",
+            "<1234>x",
+            "<12",
+        ] {
             assert_eq!(parse(text), Err(ParseError::Pri), "{text}");
         }
     }

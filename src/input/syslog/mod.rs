@@ -48,7 +48,11 @@ pub struct SyslogInput {
 
 impl SyslogInput {
     /// The listener of scrape config `index`; None when it has no `syslog:`.
-    pub fn new(config: &Config, index: usize, origin: &str) -> Result<Option<SyslogInput>, ConfigError> {
+    pub fn new(
+        config: &Config,
+        index: usize,
+        origin: &str,
+    ) -> Result<Option<SyslogInput>, ConfigError> {
         let Some(job) = config.scrape_configs.get(index) else {
             return Ok(None);
         };
@@ -67,7 +71,10 @@ impl SyslogInput {
         let tls = match &syslog.tls_config {
             None => None,
             Some(tls) => {
-                for path in [&tls.cert_file, &tls.key_file, &tls.ca_file].into_iter().flatten() {
+                for path in [&tls.cert_file, &tls.key_file, &tls.ca_file]
+                    .into_iter()
+                    .flatten()
+                {
                     tls_bytes.push(std::fs::read(path).unwrap_or_default());
                 }
                 Some(tls::server_config(tls).map_err(|e| semantic("tls_config", e.to_string()))?)
@@ -242,9 +249,8 @@ impl Forward {
                 .step
                 .next_deadline()
                 .map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now));
-            let got = runtime.block_on(async {
-                tokio::time::timeout(wait, self.records.recv()).await
-            });
+            let got =
+                runtime.block_on(async { tokio::time::timeout(wait, self.records.recv()).await });
             let pending = match got {
                 // Every socket task ended: the listener was stopped.
                 Ok(None) => break,

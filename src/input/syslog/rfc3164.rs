@@ -122,8 +122,7 @@ mod tests {
         assert_eq!(m.app_name, Some("sshd"));
         assert_eq!(m.proc_id, Some("4242"));
         assert_eq!(m.msg, Some("Accepted key for x"));
-        let local = chrono::Local
-            .timestamp_nanos(m.timestamp.map(|t| t.0).unwrap_or_default());
+        let local = chrono::Local.timestamp_nanos(m.timestamp.map(|t| t.0).unwrap_or_default());
         assert_eq!((local.month(), local.day(), local.hour()), (12, 3, 4));
 
         let m = parse("<30>2026-12-03T04:31:00.123456+00:00 relay cron: job done").unwrap();
@@ -137,7 +136,10 @@ mod tests {
     #[test]
     fn without_hostname_or_tag_the_rest_is_msg() {
         let m = parse("<13>Dec 13 04:31:00 kernel: oops").unwrap();
-        assert_eq!((m.hostname, m.app_name, m.msg), (None, Some("kernel"), Some("oops")));
+        assert_eq!(
+            (m.hostname, m.app_name, m.msg),
+            (None, Some("kernel"), Some("oops"))
+        );
         let m = parse("<190>%ASA-6-302013: Built outbound TCP connection").unwrap();
         assert_eq!(m.timestamp, None);
         assert_eq!(m.app_name, None);

@@ -20,7 +20,9 @@ pub fn parse(facility: u8, severity: u8, text: &str) -> Result<Message<'_>, &'st
     let msg = match rest {
         "" => None,
         r => {
-            let r = r.strip_prefix(' ').ok_or("no space after the structured data")?;
+            let r = r
+                .strip_prefix(' ')
+                .ok_or("no space after the structured data")?;
             let r = r.strip_prefix('\u{feff}').unwrap_or(r);
             Some(r).filter(|m| !m.is_empty())
         }
@@ -62,13 +64,19 @@ fn field_last<'a>(
     max: usize,
     name: &'static str,
 ) -> Result<Option<&'a str>, &'static str> {
-    let end = rest.find(' ').ok_or("message ends before the structured data")?;
+    let end = rest
+        .find(' ')
+        .ok_or("message ends before the structured data")?;
     let value = &rest[..end];
     *rest = &rest[end + 1..];
     check(value, max, name)
 }
 
-fn check<'a>(value: &'a str, max: usize, name: &'static str) -> Result<Option<&'a str>, &'static str> {
+fn check<'a>(
+    value: &'a str,
+    max: usize,
+    name: &'static str,
+) -> Result<Option<&'a str>, &'static str> {
     if value == "-" {
         return Ok(None);
     }
@@ -192,7 +200,10 @@ mod tests {
         let m = parse(r#"<14>1 - - - - - [a@1 x="q\"b\\s\]e\n"][b] m"#).unwrap();
         assert_eq!(m.structured_data.len(), 2);
         assert_eq!(m.structured_data[0].id, "a@1");
-        assert_eq!(m.structured_data[0].params, [("x", r#"q"b\s]e\n"#.to_string())]);
+        assert_eq!(
+            m.structured_data[0].params,
+            [("x", r#"q"b\s]e\n"#.to_string())]
+        );
         assert!(m.structured_data[1].params.is_empty());
         assert_eq!(m.msg, Some("m"));
     }
@@ -210,10 +221,7 @@ mod tests {
     #[test]
     fn timestamps_with_offsets_and_fractions() {
         let m = parse("<14>1 2026-12-03T05:31:00.5+01:00 h a p m - x").unwrap();
-        assert_eq!(
-            m.timestamp.map(|t| t.0),
-            Some(1_796_272_260_500_000_000)
-        );
+        assert_eq!(m.timestamp.map(|t| t.0), Some(1_796_272_260_500_000_000));
     }
 
     #[test]

@@ -324,3 +324,68 @@ impl RunningInput for RunningSyslog {
         self.status.remove_listener(&self.key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::CustomMetrics;
+
+    fn plan(yaml: &str) -> Vec<Box<dyn Input>> {
+        let config = Config::parse(yaml, "x.yaml").unwrap();
+        crate::input::plan(&config, "x.yaml", false, &CustomMetrics::default()).unwrap()
+    }
+
+    fn identity(input: &dyn Input) -> String {
+        input
+            .as_any()
+            .downcast_ref::<SyslogInput>()
+            .map(|s| s.identity.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_example_config_plans_one_listener_per_job_and_no_files() {
+        let inputs = plan(include_str!("../../../config/syslog.yaml"));
+        let keys: Vec<String> = inputs.iter().map(|i| i.key()).collect();
+        assert_eq!(keys, ["syslog/syslog-tcp", "syslog/syslog-udp"]);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_listener_only_when_nothing_changed() {
+        let base = "scrape_configs:\n- job_name: s\n  syslog:\n    listen_address: 127.0.0.1:1514\n    labels: {job: a}\n";
+        let first = plan(base);
+        assert_eq!(identity(&*first[0]), identity(&*plan(base)[0]));
+        let relabeled = format!(
+            "{base}  relabel_configs:\n  - {{source_labels: [__syslog_message_hostname], target_label: host}}\n"
+        );
+        for changed in [base.replace("job: a", "job: b"), relabeled] {
+            assert_ne!(
+                identity(&*first[0]),
+                identity(&*plan(&changed)[0]),
+                "{changed}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let err = |yaml: &str| Config::parse(yaml, "x.yaml").unwrap_err().to_string();
+        let e = err("scrape_configs:\n- job_name: s\n  syslog:\n    listen_address: nowhere\n");
+        assert!(e.contains("scrape_configs[0].syslog.listen_address"), "{e}");
+        let e = err(
+            "scrape_configs:\n- job_name: s\n  syslog:\n    listen_address: ':1'\n    listen_protocol: sctp\n",
+        );
+        assert!(e.starts_with("x.yaml:5:"), "{e}");
+        let e = err(
+            "scrape_configs:\n- job_name: s\n  syslog:\n    listen_address: ':1'\n    tls_config: {cert_file: a}\n",
+        );
+        assert!(e.contains("needs both cert_file and key_file"), "{e}");
+        let e = err(
+            "scrape_configs:\n- job_name: s\n  syslog: {listen_address: ':1', max_message_length: 0}\n",
+        );
+        assert!(
+            e.contains("syslog.max_message_length: must be more than 0"),
+            "{e}"
+        );
+    }
+}

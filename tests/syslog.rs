@@ -637,3 +637,56 @@ fn config_mistakes_name_the_file_line_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn a_reload_restarts_a_changed_listener_on_the_same_port_and_keeps_an_unchanged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, changed, kept) = (free_port(), free_port(), free_port());
+    let loki = Receiver::start();
+    let jobs = |label: &str| {
+        format!(
+            "{}    labels: {{job: changed, version: {label}}}\n{}",
+            job("changed", changed, "").replace("    labels: {job: changed}\n", ""),
+            job("kept", kept, "")
+        )
+    };
+    let cfg = config(dir.path(), http, &loki, &jobs("one"));
+    let mut agent = start(&cfg, 2);
+    // A connection to the unchanged listener, open across the reload.
+    let mut open = TcpStream::connect(("127.0.0.1", kept)).unwrap();
+    open.write_all(b"<14>1 - h a - - - before\n").unwrap();
+    let send = |port: u16, text: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(format!("<14>1 - h a - - - {text}\n").as_bytes())
+            .unwrap();
+    };
+    send(changed, "first");
+    wait_for_entries(&loki, "changed", 1);
+    wait_for_entries(&loki, "kept", 1);
+    config(dir.path(), http, &loki, &jobs("two"));
+    // SAFETY: sends SIGHUP to our own child.
+    unsafe { libc::kill(agent.pid(), libc::SIGHUP) };
+    assert!(
+        wait_until(SOON, || {
+            agent.stderr().matches("syslog listener started").count() >= 3
+        }),
+        "{}",
+        agent.tail_of_stderr()
+    );
+    send(changed, "second");
+    open.write_all(b"<14>1 - h a - - - after\n").unwrap();
+    let entries = wait_for_entries(&loki, "changed", 2);
+    let second = entries.iter().find(|e| e.line == "second").unwrap();
+    assert_eq!(second.label("version"), Some("two"));
+    let kept_lines: Vec<String> = wait_for_entries(&loki, "kept", 2)
+        .into_iter()
+        .map(|e| e.line)
+        .collect();
+    assert_eq!(kept_lines, ["before", "after"]);
+    assert_eq!(
+        agent.stderr().matches("syslog listener started").count(),
+        3,
+        "the unchanged listener was not restarted"
+    );
+    agent.stop();
+}

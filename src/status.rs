@@ -1,5 +1,5 @@
 //! What an operator sees on `/targets` and `/api/v1/targets`: each job's targets and files,
-//! and each client's state.
+//! each listener (syslog), and each client's state.
 //!
 //! The tailer publishes a snapshot of its files (at most a few times a second while busy,
 //! never while idle), clients publish each push result; positions are read from the
@@ -9,7 +9,8 @@ use crate::acknowledge::Acknowledger;
 use crate::positions::FileId;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 /// What a file is doing.
@@ -89,10 +90,29 @@ pub struct ClientStatus {
     pub dropped_entries: u64,
 }
 
+/// A listener's live counts, updated by the listener as it goes.
+#[derive(Debug, Default)]
+pub struct ListenerCounters {
+    pub connections: AtomicU64,
+    pub messages: AtomicU64,
+}
+
+/// One listener (a syslog socket), as `/targets` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerStatus {
+    pub job: String,
+    /// `tcp`, `tcp+tls` or `udp`.
+    pub protocol: String,
+    pub address: String,
+    pub open_connections: u64,
+    pub messages_received: u64,
+}
+
 /// The whole page, as `/api/v1/targets` returns it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overview {
     pub jobs: Vec<JobStatus>,
+    pub listeners: Vec<ListenerStatus>,
     pub clients: Vec<ClientStatus>,
 }
 
@@ -100,6 +120,7 @@ pub struct Overview {
 pub struct StatusBoard {
     targets: Mutex<Vec<TargetInfo>>,
     files: Mutex<Vec<FileStatus>>,
+    listeners: Mutex<BTreeMap<String, (ListenerStatus, Arc<ListenerCounters>)>>,
     clients: Mutex<BTreeMap<u64, ClientStatus>>,
 }
 
@@ -151,6 +172,15 @@ impl StatusBoard {
         lock(&self.clients).remove(&key);
     }
 
+    /// Shows a listener under `key` (its input's key), with counts read at each page.
+    pub fn add_listener(&self, key: &str, info: ListenerStatus, counters: Arc<ListenerCounters>) {
+        lock(&self.listeners).insert(key.to_string(), (info, counters));
+    }
+
+    pub fn remove_listener(&self, key: &str) {
+        lock(&self.listeners).remove(key);
+    }
+
     /// Everything, with current positions.
     pub fn overview(&self, acks: &Acknowledger) -> Overview {
         let targets = lock(&self.targets).clone();
@@ -188,8 +218,20 @@ impl StatusBoard {
                 }),
             }
         }
+        let listeners = lock(&self.listeners)
+            .values()
+            .map(|(info, counters)| ListenerStatus {
+                open_connections: counters.connections.load(Ordering::Relaxed),
+                messages_received: counters.messages.load(Ordering::Relaxed),
+                ..info.clone()
+            })
+            .collect();
         let clients = lock(&self.clients).values().cloned().collect();
-        Overview { jobs, clients }
+        Overview {
+            jobs,
+            listeners,
+            clients,
+        }
     }
 }
 
@@ -280,6 +322,21 @@ pub fn render_html(overview: &Overview) -> String {
             }
             h.push_str("</table>\n");
         }
+    }
+    if !overview.listeners.is_empty() {
+        h.push_str("<h2>Listeners</h2>\n<table class=\"listeners\"><tr><th>job</th><th>protocol</th><th>address</th><th>open connections</th><th>messages received</th></tr>\n");
+        for l in &overview.listeners {
+            let _ = writeln!(
+                h,
+                "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                esc(&l.job),
+                esc(&l.protocol),
+                esc(&l.address),
+                l.open_connections,
+                l.messages_received
+            );
+        }
+        h.push_str("</table>\n");
     }
     h.push_str("<h2>Clients</h2>\n");
     if overview.clients.is_empty() {

@@ -137,7 +137,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         fatal_tx,
     );
     if mode.print(&config) && !dry_run {
-        tracing::info!("no clients and no elasticsearch outputs configured: printing entries to standard output");
+        tracing::info!(
+            "no clients and no elasticsearch outputs configured: printing entries to standard output"
+        );
     }
     let Plan {
         inputs: first_inputs,

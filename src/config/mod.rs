@@ -131,6 +131,13 @@ impl Config {
                 ));
             }
         }
+        for (i, job) in self.scrape_configs.iter().enumerate() {
+            if let Some(syslog) = &job.syslog {
+                syslog.check().map_err(|(key, message)| {
+                    semantic(format!("scrape_configs[{i}].syslog.{key}"), message)
+                })?;
+            }
+        }
         if self.positions.filename.as_os_str().is_empty() {
             return Err(semantic(
                 "positions.filename".into(),
@@ -290,6 +297,52 @@ fn check_index_pattern(pattern: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+impl SyslogConfig {
+    /// What serde cannot check: the address resolves, TLS has what it needs and runs on TCP.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Err(e) = self.socket_addr() {
+            return Err(("listen_address", e));
+        }
+        if self.max_message_length == 0 {
+            return Err(("max_message_length", "must be more than 0".into()));
+        }
+        if let Some(tls) = &self.tls_config {
+            if self.listen_protocol == SyslogProtocol::Udp {
+                return Err(("tls_config", "TLS needs listen_protocol: tcp".into()));
+            }
+            if tls.cert_file.is_none() || tls.key_file.is_none() {
+                return Err((
+                    "tls_config",
+                    "a listener needs both cert_file and key_file".into(),
+                ));
+            }
+            if tls.client_auth.is_some() && tls.ca_file.is_none() {
+                return Err((
+                    "tls_config.client_auth",
+                    "client certificates are checked against ca_file, which is missing".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The address to bind: `host:port`, `[v6]:port`, or `:port` for every IPv4 address.
+    pub fn socket_addr(&self) -> Result<std::net::SocketAddr, String> {
+        use std::net::ToSocketAddrs;
+        let text = self.listen_address.trim();
+        let text = match text.strip_prefix(':') {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => text.to_string(),
+        };
+        match text.to_socket_addrs() {
+            Ok(mut addrs) => addrs
+                .next()
+                .ok_or_else(|| format!("{:?} resolves to no address", self.listen_address)),
+            Err(e) => Err(format!("{:?} is not host:port: {e}", self.listen_address)),
+        }
+    }
 }
 
 /// The YAML library reports some errors at the start of the enclosing mapping; point at the

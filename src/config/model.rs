@@ -491,8 +491,8 @@ pub struct ScrapeConfig {
     pub relabel_configs: Vec<crate::relabel::RelabelConfig>,
     #[serde(default, skip_serializing)]
     pub journal: Option<Unsupported>,
-    #[serde(default, skip_serializing)]
-    pub syslog: Option<Unsupported>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<SyslogConfig>,
     #[serde(default, skip_serializing)]
     pub gcplog: Option<Unsupported>,
     #[serde(default, skip_serializing)]
@@ -523,6 +523,100 @@ pub struct ScrapeConfig {
     pub decompression: Option<Unsupported>,
     #[serde(default, skip_serializing)]
     pub encoding: Option<Unsupported>,
+}
+
+/// `syslog:` of a scrape config — a listener for syslog messages (RFC 5424 and RFC 3164).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// `host:port` to listen on; required, as in Promtail.
+    pub listen_address: String,
+    #[serde(default)]
+    pub listen_protocol: SyslogProtocol,
+    /// A TCP connection that sends nothing for this long is closed.
+    #[serde(default = "SyslogConfig::default_idle_timeout")]
+    pub idle_timeout: GoDuration,
+    /// Adds `__syslog_message_sd_<id>_<name>` labels from the structured data.
+    #[serde(default)]
+    pub label_structured_data: bool,
+    /// Labels added to every message (before relabeling).
+    #[serde(default)]
+    pub labels: TargetLabels,
+    /// Keep the timestamp the sender wrote instead of the time of receipt.
+    #[serde(default)]
+    pub use_incoming_timestamp: bool,
+    /// Ship the whole message (header and structured data) instead of its MSG part.
+    #[serde(default)]
+    pub use_rfc5424_message: bool,
+    /// Longest message accepted, in bytes; longer ones are counted and skipped.
+    #[serde(default = "SyslogConfig::default_max_message_length")]
+    pub max_message_length: usize,
+    /// TCP with TLS: `cert_file` and `key_file`; with `ca_file`, clients must present a
+    /// certificate signed by it (`client_auth: optional` lets clients without one in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<SyslogTlsConfig>,
+    /// Promtail 2.9's choice of format; both formats are recognised by their first bytes,
+    /// so either value is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog_format: Option<SyslogFormat>,
+}
+
+impl SyslogConfig {
+    fn default_idle_timeout() -> GoDuration {
+        GoDuration::from_secs(120)
+    }
+    fn default_max_message_length() -> usize {
+        8192
+    }
+}
+
+/// `listen_protocol:` of a syslog listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogProtocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// `syslog_format:` (Promtail 2.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFormat {
+    Rfc5424,
+    Rfc3164,
+}
+
+/// `tls_config:` of a syslog listener: the server side of TLS.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogTlsConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Clients must present a certificate signed by one of these.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// With `ca_file`: `required` (the default, as in Promtail) or `optional` (a client
+    /// without a certificate is let in; one with a bad certificate is not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuth>,
+    /// Client-side settings of the shared TLS block; meaningless for a listener.
+    #[serde(skip_serializing)]
+    pub server_name: Ignored,
+    #[serde(skip_serializing)]
+    pub insecure_skip_verify: Ignored,
+    #[serde(skip_serializing)]
+    pub min_version: Ignored,
+}
+
+/// Whether a TLS listener requires client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    Required,
+    Optional,
 }
 
 /// One entry of `static_configs:` — labels for a set of files.

@@ -15,6 +15,7 @@
 pub mod files;
 pub mod records;
 pub mod stdin;
+pub mod syslog;
 
 use crate::acknowledge::Acknowledger;
 use crate::config::{Config, ConfigError};
@@ -35,6 +36,12 @@ pub enum InputError {
     },
     #[error("cannot read standard input: {0}")]
     Stdin(std::io::Error),
+    #[error("job {job}: cannot listen on {address}: {source}")]
+    Listen {
+        job: String,
+        address: String,
+        source: std::io::Error,
+    },
     #[error("pipeline of job {job}: {message}")]
     Pipeline { job: String, message: String },
 }
@@ -96,8 +103,8 @@ pub trait RunningInput: Send {
 }
 
 /// The inputs a config asks for, resolved (pipelines built, globs compiled): standard input
-/// alone with `-stdin`, else the file targets of every scrape config. Errors name `origin`
-/// (the config file) and the key.
+/// alone with `-stdin`, else the file targets of every scrape config and one listener per
+/// `syslog:` job (key `syslog/<job_name>`). Errors name `origin` (the config file) and the key.
 pub fn plan(
     config: &Config,
     origin: &str,
@@ -113,9 +120,21 @@ pub fn plan(
             config, origin, custom,
         )?)]);
     }
-    Ok(vec![Box::new(files::FilesInput::new(
-        config, origin, custom,
-    )?)])
+    let mut inputs: Vec<Box<dyn Input>> = Vec::new();
+    for index in 0..config.scrape_configs.len() {
+        if let Some(listener) = syslog::SyslogInput::new(config, index, origin)? {
+            inputs.push(Box::new(listener));
+        }
+    }
+    // A config of listeners only has no files to read (and no reason to warn about it).
+    let has_files = config
+        .scrape_configs
+        .iter()
+        .any(|job| job.syslog.is_none() && !job.static_configs.is_empty());
+    if has_files || inputs.is_empty() {
+        inputs.insert(0, Box::new(files::FilesInput::new(config, origin, custom)?));
+    }
+    Ok(inputs)
 }
 
 /// Builds the `pipeline_stages` of scrape config `index`; None when it has none.

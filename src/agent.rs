@@ -210,11 +210,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .graceful_shutdown_timeout
         .map(|d| d.0)
         .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
-    let sync_every = config
-        .positions
-        .sync_period
-        .0
-        .max(Duration::from_millis(100));
+    let positions_writer = if dry_run {
+        None
+    } else {
+        Some(positions::Writer::start(
+            positions_path.clone(),
+            positions::write_interval(config.positions.sync_period.0),
+            acks.clone(),
+            positions::WriteCounters {
+                writes: metrics.positions_writes.clone(),
+                errors: metrics.positions_write_errors.clone(),
+            },
+        )?)
+    };
     tracing::info!(config = %config_path.as_ref().map(|p| p.display().to_string()).unwrap_or("built-in".into()),
         hash = %config_hash(config_path.as_deref()), "config loaded");
     metrics.last_reload_successful.set(1);
@@ -354,7 +362,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        let mut sync = tokio::time::interval_at(tokio::time::Instant::now() + sync_every, sync_every);
         let reload = |trigger: &str, current: &mut Config, outputs: &mut Outputs| -> Result<(), String> {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, monotonic_now()]);
             let outcome = reload_config(config_path.as_deref(), expand_env, current, outputs, &inbox, print);
@@ -391,7 +398,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                     let _ = reply.send(reload("POST /reload", &mut current, &mut outputs));
                 }
                 Some(e) = fatal_rx.recv() => break Some(e),
-                _ = sync.tick() => if !dry_run { sync_positions(&acks, &positions_path, &metrics) },
             }
         };
         // Stop reading; let the outputs deliver what they hold, up to the deadline.
@@ -434,8 +440,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let _ = abort_tx.send(true);
     inbox.shutdown();
     let _ = reader.join();
-    if !dry_run {
-        sync_positions(&acks, &positions_path, &metrics);
+    if let Some(writer) = positions_writer {
+        writer.finish();
     }
     drop(_guard);
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -505,17 +511,6 @@ fn monotonic_now() -> sd_notify::NotifyState<'static> {
     sd_notify::NotifyState::MonotonicUsec(
         i128::from(ts.tv_sec) * 1_000_000 + i128::from(ts.tv_nsec) / 1000,
     )
-}
-
-fn sync_positions(acks: &Acknowledger, path: &Path, metrics: &Metrics) {
-    let Some(text) = acks.with_table(|t| t.take_changes()) else {
-        return;
-    };
-    if let Err(e) = positions::save(path, &text) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write positions file; will retry");
-        metrics.positions_write_errors.inc();
-        acks.with_table(|t| t.mark_dirty());
-    }
 }
 
 /// Raises the open-files soft limit to the hard limit (as the Go runtime does for Promtail)

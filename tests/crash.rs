@@ -147,3 +147,40 @@ fn a_full_disk_is_logged_counted_and_retried_and_the_previous_positions_stay_who
     agent.stop();
     assert!(loki.lines().contains(&"after 99".to_string()));
 }
+
+/// A positions file cut short, or filled with NUL bytes as a crash can leave a file whose size
+/// was written but not its data: logferry stops at once with a status (78) that its systemd
+/// unit does not restart on, so it does not crash-loop, and says which file and what to do.
+#[test]
+fn a_damaged_positions_file_stops_the_start_with_a_status_that_is_not_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, numbered("line ", 0, 10));
+    let loki = Receiver::start();
+    let cfg = config(dir.path(), &loki, 0);
+    let positions = dir.path().join("positions.yaml");
+    let mut agent = Agent::start(&cfg);
+    assert!(loki.wait_for_entries(10, SOON));
+    agent.stop();
+    let whole = std::fs::read_to_string(&positions).unwrap();
+    let cut = whole.find("fingerprint: ").unwrap() + "fingerprint: ".len() + 5;
+
+    for damaged in [whole[..cut].to_string(), "\0".repeat(whole.len())] {
+        std::fs::write(&positions, &damaged).unwrap();
+        let mut agent = Agent::spawn(command(&cfg));
+        let status = agent.wait_exit(LONG).expect("logferry kept running");
+        assert_eq!(status.code(), Some(78), "{}", agent.stderr());
+        let stderr = agent.stderr();
+        assert!(
+            stderr.contains(&positions.display().to_string())
+                && stderr.contains("ignore_invalid_yaml"),
+            "the error does not name the file and the way out:\n{stderr}"
+        );
+        assert_eq!(std::fs::read_to_string(&positions).unwrap(), damaged);
+    }
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/systemd/logferry.service"),
+    )
+    .unwrap();
+    assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=78"));
+}

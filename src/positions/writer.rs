@@ -2,7 +2,8 @@
 //!
 //! Everything acknowledged but not yet on disk is shipped again after a crash, so the file
 //! should follow the acknowledgements closely; but each write is two fsyncs, so writes are
-//! coalesced: the first change after a quiet spell is written at once, further changes at most
+//! coalesced: the first change after a quiet spell is written at once (a few milliseconds later,
+//! so that the rest of its burst comes along), further changes at most
 //! once per interval, and nothing is written while nothing changes. A failed write (a full
 //! disk) leaves the previous file whole; it is logged, counted and tried again with a growing
 //! delay, each try writing the newest positions.
@@ -21,6 +22,9 @@ use std::time::{Duration, Instant};
 
 /// The longest a change waits for the write that carries it, while writes succeed.
 pub const WRITE_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a write waits after the change that woke it: an answer from Loki settles many
+/// chunks, one at a time, and the write should carry all of them rather than the first few.
+const GATHER: Duration = Duration::from_millis(10);
 /// The shortest interval `positions.sync_period` may ask for.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 /// Delays between tries after a failed write: doubling from the first to the last.
@@ -133,6 +137,7 @@ impl Job {
                 break;
             }
             // Let more changes gather until the write is due.
+            next = next.max(Instant::now() + GATHER);
             loop {
                 if self.stopping() {
                     break 'changes;

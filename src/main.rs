@@ -7,8 +7,13 @@ use cli::Cli;
 use logferry::agent::{self, Mode, Plan, RunOptions};
 use logferry::config::{self, Config};
 use logferry::pipeline::CustomMetrics;
+use logferry::positions::PositionsError;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+
+/// The exit status when the positions file cannot be parsed (EX_CONFIG of sysexits.h); the
+/// systemd unit does not restart on it.
+const EXIT_POSITIONS_CORRUPT: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(cli::normalize_args(std::env::args_os()));
@@ -70,7 +75,13 @@ fn main() -> ExitCode {
         Err(err) => {
             // Logging is set up by now: the error goes out in the chosen log format.
             tracing::error!("{err:#}");
-            ExitCode::FAILURE
+            // A damaged positions file needs a person: a distinct status lets the service
+            // manager stop there instead of restarting into the same error forever.
+            if let Some(PositionsError::Corrupt { .. }) = err.downcast_ref::<PositionsError>() {
+                ExitCode::from(EXIT_POSITIONS_CORRUPT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

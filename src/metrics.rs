@@ -73,6 +73,7 @@ pub struct Metrics {
     pub batch_bytes: Family<HostLabel, Histogram, fn() -> Histogram>,
     pub queue_fill: Family<HostLabel, Gauge<f64, AtomicU64>>,
     pub positions_write_errors: Counter,
+    pub positions_writes: Counter,
     pub reload_success: Counter,
     pub reload_failures: Counter,
     pub last_reload_successful: Gauge,
@@ -111,6 +112,7 @@ impl Metrics {
             batch_bytes: Family::new_with_constructor(batch_histogram),
             queue_fill: Family::default(),
             positions_write_errors: Counter::default(),
+            positions_writes: Counter::default(),
             reload_success: Counter::default(),
             reload_failures: Counter::default(),
             last_reload_successful: Gauge::default(),
@@ -235,6 +237,11 @@ impl Metrics {
                 "positions_write_errors",
                 "Failed writes of the positions file",
                 m.positions_write_errors.clone(),
+            );
+            r.register(
+                "positions_writes",
+                "Writes of the positions file (each one temporary file, two fsyncs, a rename)",
+                m.positions_writes.clone(),
             );
         }
         m

@@ -152,7 +152,7 @@ fn a_corrupt_positions_file_stops_the_start_naming_the_file() {
 
     let mut agent = Agent::spawn(command(&config.write(dir.path())));
     let status = agent.wait_exit(SOON).expect("logferry kept running");
-    assert_eq!(status.code(), Some(1), "stderr:\n{}", agent.stderr());
+    assert_eq!(status.code(), Some(78), "stderr:\n{}", agent.stderr());
     let stderr = agent.stderr();
     assert!(
         stderr.contains(&positions.display().to_string()) && stderr.contains("corrupt"),

@@ -350,6 +350,21 @@ impl Acknowledger {
     }
 }
 
+/// The positions writer writes the table the acknowledgements move.
+impl crate::positions::Changes for Acknowledger {
+    fn subscribe(&self, wake: std::sync::mpsc::SyncSender<()>) {
+        self.with_table(|t| t.subscribe(wake));
+    }
+
+    fn take(&self) -> Option<String> {
+        self.with_table(|t| t.take_changes())
+    }
+
+    fn restore(&self) {
+        self.with_table(|t| t.mark_dirty());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,11 +106,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .graceful_shutdown_timeout
         .map(|d| d.0)
         .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
-    let sync_every = config
-        .positions
-        .sync_period
-        .0
-        .max(Duration::from_millis(100));
+    let positions_writer = if dry_run {
+        None
+    } else {
+        Some(positions::Writer::start(
+            positions_path.clone(),
+            positions::write_interval(config.positions.sync_period.0),
+            acks.clone(),
+            positions::WriteCounters {
+                writes: metrics.positions_writes.clone(),
+                errors: metrics.positions_write_errors.clone(),
+            },
+        )?)
+    };
     tracing::info!(config = %config_path.as_ref().map(|p| p.display().to_string()).unwrap_or("built-in".into()),
         hash = %config_hash(config_path.as_deref()), "config loaded");
     metrics.last_reload_successful.set(1);
@@ -199,7 +207,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        let mut sync = tokio::time::interval_at(tokio::time::Instant::now() + sync_every, sync_every);
         let reload = |trigger: &str, current: &mut Config, outputs: &mut OutputSet, inputs: &mut Inputs| -> Result<(), String> {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, monotonic_now()]);
             let outcome = reload_config(config_path.as_deref(), expand_env, current, outputs, inputs, mode, &custom);
@@ -244,7 +251,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                         e => Some(anyhow::Error::new(e)),
                     };
                 }
-                _ = sync.tick() => if !dry_run { sync_positions(&acks, &positions_path, &metrics) },
             }
         };
         // Stop reading; let the outputs deliver what they hold, up to the deadline.
@@ -269,8 +275,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let _ = abort_tx.send(true);
     inputs.stop();
     inputs.join();
-    if !dry_run {
-        sync_positions(&acks, &positions_path, &metrics);
+    if let Some(writer) = positions_writer {
+        writer.finish();
     }
     drop(_guard);
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -394,15 +400,4 @@ fn monotonic_now() -> sd_notify::NotifyState<'static> {
     sd_notify::NotifyState::MonotonicUsec(
         i128::from(ts.tv_sec) * 1_000_000 + i128::from(ts.tv_nsec) / 1000,
     )
-}
-
-fn sync_positions(acks: &Acknowledger, path: &Path, metrics: &Metrics) {
-    let Some(text) = acks.with_table(|t| t.take_changes()) else {
-        return;
-    };
-    if let Err(e) = positions::save(path, &text) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write positions file; will retry");
-        metrics.positions_write_errors.inc();
-        acks.with_table(|t| t.mark_dirty());
-    }
 }

@@ -237,24 +237,32 @@ pub(super) fn render(table: &Table) -> String {
 }
 
 /// Writes `text` to `path` atomically: a temporary file in the same directory, fsync, rename
-/// over the old file, fsync the directory. A crash leaves either the old or the new file.
+/// over the old file, fsync the directory. A crash leaves either the old or the new file; a
+/// failure (a full disk) leaves the old file and removes the temporary one, so that it takes no
+/// room while the disk stays full.
 pub fn save(path: &Path, text: &str) -> std::io::Result<()> {
     let temp = temp_path(path);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp, path)?;
+    let written = write_synced(&temp, text).and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
+}
+
+fn write_synced(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 #[cfg(test)]
@@ -307,6 +315,22 @@ mod tests {
             "{err}"
         );
         assert!(load(&path, true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_full_disk_keeps_the_previous_file_whole_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("positions.yaml");
+        save(&path, "positions:\n  /a: \"5\"\n").unwrap();
+        // Every write to /dev/full fails with ENOSPC, as on a full disk.
+        std::os::unix::fs::symlink("/dev/full", temp_path(&path)).unwrap();
+        let err = save(&path, "positions:\n  /a: \"9\"\n").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "positions:\n  /a: \"5\"\n"
+        );
+        assert!(std::fs::symlink_metadata(temp_path(&path)).is_err());
     }
 
     #[test]

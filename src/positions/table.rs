@@ -4,6 +4,7 @@ use super::checkpoint::{AckedCursor, AckedOffset};
 use super::identity::{FileId, Fingerprint};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct Table {
     /// Resume points of inputs that are not files, by key (`cursor-<job>` for a journal).
     pub(super) cursors: BTreeMap<String, AckedCursor>,
     dirty: bool,
+    /// Told when the table goes from written to changed (see [`Table::subscribe`]).
+    wake: Option<SyncSender<()>>,
 }
 
 impl Table {
@@ -39,6 +42,27 @@ impl Table {
             by_path,
             cursors,
             dirty: false,
+            wake: None,
+        }
+    }
+
+    /// From now on, `wake` is sent a message when the table changes after its text was taken:
+    /// once per [`take_changes`](Self::take_changes), not once per change, so a busy table
+    /// costs its writer one wake-up per write. Replaces any earlier subscriber.
+    pub fn subscribe(&mut self, wake: SyncSender<()>) {
+        if self.dirty {
+            let _ = wake.try_send(());
+        }
+        self.wake = Some(wake);
+    }
+
+    fn changed(&mut self) {
+        if !self.dirty {
+            self.dirty = true;
+            if let Some(wake) = &self.wake {
+                // Full means a wake-up is already pending; gone means nobody writes the table.
+                let _ = wake.try_send(());
+            }
         }
     }
 
@@ -51,7 +75,7 @@ impl Table {
     pub fn set_cursor(&mut self, key: &str, cursor: AckedCursor) {
         if self.cursors.get(key) != Some(&cursor) {
             self.cursors.insert(key.to_string(), cursor);
-            self.dirty = true;
+            self.changed();
         }
     }
 
@@ -102,7 +126,7 @@ impl Table {
                 released: None,
             },
         );
-        self.dirty = true;
+        self.changed();
     }
 
     /// The file's settled prefix now ends at `offset`.
@@ -111,14 +135,14 @@ impl Table {
             && record.offset != offset
         {
             record.offset = offset;
-            self.dirty = true;
+            self.changed();
         }
     }
 
     pub fn set_fingerprint(&mut self, id: FileId, fingerprint: Fingerprint) {
         if let Some(record) = self.records.get_mut(&id) {
             record.fingerprint = fingerprint;
-            self.dirty = true;
+            self.changed();
         }
     }
 
@@ -138,7 +162,7 @@ impl Table {
             .retain(|_, (_, t)| now.duration_since(*t) < grace);
         let pruned = before - self.records.len() - self.by_path.len();
         if pruned > 0 {
-            self.dirty = true;
+            self.changed();
         }
         pruned
     }
@@ -168,7 +192,7 @@ impl Table {
 
     /// Marks the table changed again (after a failed write).
     pub fn mark_dirty(&mut self) {
-        self.dirty = true;
+        self.changed();
     }
 }
 

@@ -24,8 +24,9 @@
 //!   docs/pipeline.md); the runner removes a `hostname` label from logferry's output. No case
 //!   sets a label of that name.
 //! - **Order between streams**: logferry prints what one read produced grouped by label set
-//!   (a known difference outside the pipeline); both outputs are grouped by label set, in the
-//!   order each label set first appears, keeping the order within a label set.
+//!   (a known difference outside the pipeline), and Promtail's own order between streams varies
+//!   from run to run when a `match` stage sends entries down different paths; both outputs are
+//!   grouped by label set, groups sorted by labels, keeping the order within a label set.
 //!
 //! Cases in [`KNOWN_DIFFERENCES`] are not compared; each names its reason.
 //!
@@ -241,6 +242,7 @@ fn grouped(text: &str) -> String {
             None => groups.push((labels, entry)),
         }
     }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
     groups.into_iter().map(|(_, e)| e).collect()
 }
 

@@ -184,7 +184,7 @@ impl TimestampStage {
                 if self.fudge
                     && let Some((last, _)) = self.last.get(&entry.labels).copied()
                 {
-                    let ts = Timestamp(last.0.saturating_add(1));
+                    let ts = last.at(last.0.saturating_add(1));
                     entry.timestamp = ts;
                     self.remember(&entry.labels, ts);
                 }

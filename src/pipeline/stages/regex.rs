@@ -159,6 +159,13 @@ mod tests {
         );
         assert!(build_err("- regex: {}").contains("expression is required"));
         assert!(build_err("- regex:\n    expression: a\n    source: ''").contains("empty source"));
-        assert!(build_err("- regex:\n    expression: a\n    sourc: x").contains("unknown field"));
+        // Go's RE2 knows only `(?P<name>...)`.
+        assert!(build_err("- regex:\n    expression: '(?<a>x)'").contains("`(?<`"));
+        // Promtail ignores options it does not know; so does logferry (with a warning).
+        let out = crate::pipeline::tests::run_one(
+            "- regex:\n    expression: '(?P<a>x)'\n    sourc: y",
+            "x",
+        );
+        assert_eq!(out.extracted["a"], "x");
     }
 }

@@ -66,8 +66,6 @@ const NOT_YET_PREFIXES: &[(&str, &str)] = &[
     ("yaml-static-labels-key-", "YAML 1.1 scalars as keys"),
     ("yaml-drop-bool-", "YAML 1.1 booleans (yes/on) for boolean options"),
     ("yaml-pack-ingest-", "YAML 1.1 booleans (no) for boolean options"),
-    ("strict-", "options Promtail decodes strictly (a number where a string is expected)"),
-    ("static-labels-numeric", "options Promtail decodes strictly (a number where a string is expected)"),
     ("static-labels-yes", "YAML 1.1 booleans in string options"),
 ];
 

@@ -306,6 +306,93 @@ pub(crate) mod weak {
         }
     }
 
+    /// A string option of a stage Promtail decodes strictly (most of them): any other scalar
+    /// is refused, as `yes`, `5` or `1.5` would be by Promtail.
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+    pub struct SString(pub String);
+
+    /// A boolean option of a stage Promtail decodes strictly: `"true"` (a string) is refused.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct SBool(pub bool);
+
+    fn unconvertible<E: de::Error>(want: &str, got: &str, value: impl fmt::Display) -> E {
+        E::custom(format!(
+            "expected type '{want}', got unconvertible type '{got}', value: '{value}'"
+        ))
+    }
+
+    impl<'de> Deserialize<'de> for SString {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = SString;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<SString, E> {
+                    Ok(SString(v.to_string()))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<SString, E> {
+                    Ok(SString(v))
+                }
+                fn visit_bool<E: de::Error>(self, v: bool) -> Result<SString, E> {
+                    Err(unconvertible("string", "bool", v))
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<SString, E> {
+                    Err(unconvertible("string", "int", v))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<SString, E> {
+                    Err(unconvertible("string", "int", v))
+                }
+                fn visit_f64<E: de::Error>(self, v: f64) -> Result<SString, E> {
+                    Err(unconvertible(
+                        "string",
+                        "float64",
+                        crate::pipeline::value::float_plain(v),
+                    ))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for SBool {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = SBool;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a boolean")
+                }
+                fn visit_bool<E: de::Error>(self, v: bool) -> Result<SBool, E> {
+                    Ok(SBool(v))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<SBool, E> {
+                    Err(unconvertible("bool", "string", v))
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<SBool, E> {
+                    Err(unconvertible("bool", "int", v))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<SBool, E> {
+                    Err(unconvertible("bool", "int", v))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    impl From<SString> for String {
+        fn from(s: SString) -> String {
+            s.0
+        }
+    }
+
+    impl From<WString> for String {
+        fn from(s: WString) -> String {
+            s.0
+        }
+    }
+
     /// One string or a list of strings.
     #[derive(Debug, Clone, PartialEq, Eq, Default)]
     pub struct OneOrMany(pub Vec<String>);
@@ -327,10 +414,12 @@ pub(crate) mod weak {
 }
 
 /// Reads a stage option that is a source name: `Some("")` is an error ("empty source").
-pub(crate) fn non_empty_source(source: Option<weak::WString>) -> Result<Option<String>, String> {
-    match source {
-        Some(s) if s.0.is_empty() => Err("empty source".to_string()),
-        other => Ok(other.map(|s| s.0)),
+pub(crate) fn non_empty_source<S: Into<String>>(
+    source: Option<S>,
+) -> Result<Option<String>, String> {
+    match source.map(Into::into) {
+        Some(s) if s.is_empty() => Err("empty source".to_string()),
+        other => Ok(other),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `regex`: named capture groups of an RE2 expression go to the extracted map.
 
-use super::weak::WString;
+// Promtail decodes these options strictly: no number or boolean for a string.
+use super::weak::SString as WString;
 use super::{compile_regex, non_empty_source, options};
 use crate::pipeline::{Cx, Entry, Flow, Stage};
 use regex::Regex;

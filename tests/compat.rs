@@ -43,16 +43,43 @@ use std::sync::{Arc, Mutex};
 /// Cases not compared, with the reason: differences that live outside the pipeline (the
 /// tailer and the printer), listed in docs/pipeline.md, and differences not resolved yet.
 const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
-    ("tenant-value", "printout: Promtail prints the __tenant_id__ label, logferry does not"),
-    ("tenant-source", "printout: Promtail prints the __tenant_id__ label, logferry does not"),
-    ("tenant-label", "printout: Promtail prints the __tenant_id__ label, logferry does not"),
-    ("sampling-one", "logferry has the `sampling` stage of later Promtail versions; 2.8 refuses it"),
-    ("json-nested-object", "not yet: Promtail keeps the key order of a nested object, logferry sorts"),
-    ("json-key-n", "not yet: YAML 1.1 reads a plain `n` key as a boolean"),
-    ("yaml-json-expr-key-y", "not yet: YAML 1.1 reads a plain `y` key as a boolean"),
-    ("template-block-define", "not yet: {{define}} and {{template}}"),
+    (
+        "tenant-value",
+        "printout: Promtail prints the __tenant_id__ label, logferry does not",
+    ),
+    (
+        "tenant-source",
+        "printout: Promtail prints the __tenant_id__ label, logferry does not",
+    ),
+    (
+        "tenant-label",
+        "printout: Promtail prints the __tenant_id__ label, logferry does not",
+    ),
+    (
+        "sampling-one",
+        "logferry has the `sampling` stage of later Promtail versions; 2.8 refuses it",
+    ),
+    (
+        "json-nested-object",
+        "not yet: Promtail keeps the key order of a nested object, logferry sorts",
+    ),
+    (
+        "json-key-n",
+        "not yet: YAML 1.1 reads a plain `n` key as a boolean",
+    ),
+    (
+        "yaml-json-expr-key-y",
+        "not yet: YAML 1.1 reads a plain `y` key as a boolean",
+    ),
+    (
+        "template-block-define",
+        "not yet: {{define}} and {{template}}",
+    ),
     ("template-encryptAES-absent", "not yet: encryptAES"),
-    ("template-index-slice", "not yet: Promtail fails this template at run time"),
+    (
+        "template-index-slice",
+        "not yet: Promtail fails this template at run time",
+    ),
     ("template-semver", "not yet: semver"),
     ("template-semverCompare", "not yet: semverCompare"),
     ("template-toDate-unix", "not yet: methods of a time value"),
@@ -60,17 +87,31 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
 
 /// Case-name prefixes not compared yet, with the reason.
 const NOT_YET_PREFIXES: &[(&str, &str)] = &[
-    ("yaml-key-", "YAML 1.1 scalars (yes/no/on/off/y/n, 017, 1_000) in stage options"),
-    ("yaml-label-value-", "YAML 1.1 scalars and non-string scalars in string options"),
+    (
+        "yaml-key-",
+        "YAML 1.1 scalars (yes/no/on/off/y/n, 017, 1_000) in stage options",
+    ),
+    (
+        "yaml-label-value-",
+        "YAML 1.1 scalars and non-string scalars in string options",
+    ),
     ("yaml-labels-key-", "YAML 1.1 scalars as keys"),
     ("yaml-static-labels-key-", "YAML 1.1 scalars as keys"),
-    ("yaml-drop-bool-", "YAML 1.1 booleans (yes/on) for boolean options"),
-    ("yaml-pack-ingest-", "YAML 1.1 booleans (no) for boolean options"),
+    (
+        "yaml-drop-bool-",
+        "YAML 1.1 booleans (yes/on) for boolean options",
+    ),
+    (
+        "yaml-pack-ingest-",
+        "YAML 1.1 booleans (no) for boolean options",
+    ),
     ("static-labels-yes", "YAML 1.1 booleans in string options"),
 ];
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("compat")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("compat")
 }
 
 fn cases() -> Vec<String> {
@@ -171,13 +212,13 @@ fn write_lines(
     for line in &lines[line0..line1.min(lines.len())] {
         for (j, cell) in line.iter().enumerate() {
             out.push_str(cell);
-            if let Some(&width) = widths.get(j) {
-                if j + 1 < line.len() {
-                    let cell_width = width.div_ceil(8) * 8;
-                    let pad = cell_width - cell.chars().count();
-                    for _ in 0..pad.div_ceil(8) {
-                        out.push('\t');
-                    }
+            if let Some(&width) = widths.get(j)
+                && j + 1 < line.len()
+            {
+                let cell_width = width.div_ceil(8) * 8;
+                let pad = cell_width - cell.chars().count();
+                for _ in 0..pad.div_ceil(8) {
+                    out.push('\t');
                 }
             }
         }
@@ -330,12 +371,14 @@ fn logferry_prints_what_promtail_printed() {
         .map(|_| {
             let queue = queue.clone();
             let failures = failures.clone();
-            std::thread::spawn(move || loop {
-                let Some(name) = queue.lock().unwrap().pop() else {
-                    break;
-                };
-                if let Err(e) = check(&name) {
-                    failures.lock().unwrap().push(e);
+            std::thread::spawn(move || {
+                loop {
+                    let Some(name) = queue.lock().unwrap().pop() else {
+                        break;
+                    };
+                    if let Err(e) = check(&name) {
+                        failures.lock().unwrap().push(e);
+                    }
                 }
             })
         })
@@ -361,7 +404,10 @@ fn known_differences_name_existing_cases() {
         assert!(!reason.is_empty(), "{case}: no reason given");
     }
     for (prefix, _) in NOT_YET_PREFIXES {
-        assert!(names.iter().any(|n| n.starts_with(prefix)), "{prefix}: no such case");
+        assert!(
+            names.iter().any(|n| n.starts_with(prefix)),
+            "{prefix}: no such case"
+        );
     }
     for name in &names {
         let dir = corpus().join(name);
@@ -379,7 +425,10 @@ fn tab_alignment_follows_go_tabwriter() {
     // Widths that are multiples of 8 get no separator; others one tab.
     assert_eq!(tab_align("12345678\tab\tline\n"), "12345678ab\tline\n");
     // A continuation line's leading tab is padded to the first field's width.
-    assert_eq!(tab_align("1234567890\tx\tl\n\tat\n"), "1234567890\tx\tl\n\t\tat\n");
+    assert_eq!(
+        tab_align("1234567890\tx\tl\n\tat\n"),
+        "1234567890\tx\tl\n\t\tat\n"
+    );
     // Empty fields between tabs collapse.
     assert_eq!(tab_align("ab\tcd\t\tef\n"), "ab\tcd\tef\n");
 }

@@ -2415,10 +2415,7 @@ fn call(name: &str, a: Vec<Value>, data: &dyn Data) -> R {
                     base64::DecodeError::InvalidByte(at, _)
                     | base64::DecodeError::InvalidLastSymbol(at, _),
                 ) => Value::str(format!("illegal base64 data at input byte {at}")),
-                Err(_) => Value::str(format!(
-                    "illegal base64 data at input byte {}",
-                    s(0)?.len()
-                )),
+                Err(_) => Value::str(format!("illegal base64 data at input byte {}", s(0)?.len())),
             }
         }
         "b32enc" => {

@@ -178,7 +178,10 @@ mod tests {
             hex(&sha1(b"Hello World")),
             "0a4d55a8d778e5022fab701977c5d840bbc486d0"
         );
-        assert_eq!(hex(&sha1(&[b'a'; 1000])), "291e9a6c66994949b57ba5e650361e98fc36b1ba");
+        assert_eq!(
+            hex(&sha1(&[b'a'; 1000])),
+            "291e9a6c66994949b57ba5e650361e98fc36b1ba"
+        );
     }
 
     #[test]

@@ -202,7 +202,7 @@ pub(crate) fn build(config: &Yaml) -> Result<Box<dyn Stage>, String> {
 mod tests {
     use crate::entry::Timestamp;
     use crate::pipeline::Entry;
-    use crate::pipeline::tests::{build_err, pipeline, run_one};
+    use crate::pipeline::tests::{pipeline, run_one};
     use serde_json::json;
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};

@@ -86,27 +86,7 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
 ];
 
 /// Case-name prefixes not compared yet, with the reason.
-const NOT_YET_PREFIXES: &[(&str, &str)] = &[
-    (
-        "yaml-key-",
-        "YAML 1.1 scalars (yes/no/on/off/y/n, 017, 1_000) in stage options",
-    ),
-    (
-        "yaml-label-value-",
-        "YAML 1.1 scalars and non-string scalars in string options",
-    ),
-    ("yaml-labels-key-", "YAML 1.1 scalars as keys"),
-    ("yaml-static-labels-key-", "YAML 1.1 scalars as keys"),
-    (
-        "yaml-drop-bool-",
-        "YAML 1.1 booleans (yes/on) for boolean options",
-    ),
-    (
-        "yaml-pack-ingest-",
-        "YAML 1.1 booleans (no) for boolean options",
-    ),
-    ("static-labels-yes", "YAML 1.1 booleans in string options"),
-];
+const NOT_YET_PREFIXES: &[(&str, &str)] = &[];
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

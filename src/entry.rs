@@ -8,11 +8,63 @@ use crate::acknowledge::Ticket;
 use crate::labels::LabelSet;
 use std::sync::Arc;
 
-/// A point in time as nanoseconds since the Unix epoch (what Loki's push API carries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Timestamp(pub i64);
+/// A point in time: nanoseconds since the Unix epoch (what Loki's push API carries), and the
+/// UTC offset (seconds east) it was written with when a stage parsed it from a line, so that
+/// the printed time keeps that offset as Promtail's does; `None` is the local zone.
+///
+/// Equality, order and hashing look at the instant only. Built with [`Timestamp()`] (a time in
+/// the local zone) or [`Timestamp::with_offset`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ZonedTime(pub i64, pub Option<i32>);
 
-impl Timestamp {
+/// The timestamp of an entry.
+pub type Timestamp = ZonedTime;
+
+/// A timestamp in the local zone, `nanos` after the Unix epoch. A function rather than a
+/// constructor so that code which only deals in instants stays unaware of offsets.
+#[allow(non_snake_case)]
+pub const fn Timestamp(nanos: i64) -> Timestamp {
+    ZonedTime(nanos, None)
+}
+
+impl PartialEq for ZonedTime {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for ZonedTime {}
+
+impl PartialOrd for ZonedTime {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ZonedTime {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl std::hash::Hash for ZonedTime {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl ZonedTime {
+    /// An instant written with a UTC offset (seconds east of UTC).
+    pub const fn with_offset(nanos: i64, offset: i32) -> Timestamp {
+        ZonedTime(nanos, Some(offset))
+    }
+
+    /// The same offset, another instant (Promtail's `fudge` adds a nanosecond to a parsed time
+    /// and keeps its zone).
+    pub const fn at(self, nanos: i64) -> Timestamp {
+        ZonedTime(nanos, self.1)
+    }
+
     /// The current wall-clock time.
     pub fn now() -> Timestamp {
         let since = std::time::SystemTime::now()
@@ -21,8 +73,9 @@ impl Timestamp {
         Timestamp(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
     }
 
-    /// Formats in Go's `2006-01-02T15:04:05.999999999-0700` layout in local time, as
-    /// Promtail's dry-run does: the fraction loses its trailing zeros, and its dot when zero.
+    /// Formats in Go's `2006-01-02T15:04:05.999999999-0700` layout, in the offset the time was
+    /// parsed with or else local time, as Promtail's dry-run does: the fraction loses its
+    /// trailing zeros, and its dot when zero.
     ///
     /// ```
     /// use logferry::entry::Timestamp;
@@ -30,17 +83,30 @@ impl Timestamp {
     /// # unsafe { std::env::set_var("TZ", "UTC") };
     /// assert_eq!(Timestamp(1_700_000_000_120_000_000).to_go_layout(), "2023-11-14T22:13:20.12+0000");
     /// assert_eq!(Timestamp(1_700_000_000_000_000_000).to_go_layout(), "2023-11-14T22:13:20+0000");
+    /// // A time parsed with an offset keeps it.
+    /// let paris = Timestamp::with_offset(1_700_000_000_000_000_000, 3600);
+    /// assert_eq!(paris.to_go_layout(), "2023-11-14T23:13:20+0100");
     /// ```
     pub fn to_go_layout(self) -> String {
         use chrono::TimeZone;
-        let local = chrono::Local.timestamp_nanos(self.0);
-        let mut out = local.format("%Y-%m-%dT%H:%M:%S").to_string();
+        let fixed = self.1.and_then(chrono::FixedOffset::east_opt);
+        let (civil, zone) = match fixed {
+            Some(offset) => {
+                let t = offset.timestamp_nanos(self.0);
+                (t.format("%Y-%m-%dT%H:%M:%S"), t.format("%z"))
+            }
+            None => {
+                let t = chrono::Local.timestamp_nanos(self.0).fixed_offset();
+                (t.format("%Y-%m-%dT%H:%M:%S"), t.format("%z"))
+            }
+        };
+        let mut out = civil.to_string();
         let nanos = self.0.rem_euclid(1_000_000_000);
         if nanos != 0 {
             let frac = format!(".{nanos:09}");
             out.push_str(frac.trim_end_matches('0'));
         }
-        out.push_str(&local.format("%z").to_string());
+        out.push_str(&zone.to_string());
         out
     }
 }

@@ -7,6 +7,7 @@
 
 mod globs;
 mod model;
+mod yaml11;
 
 pub use crate::expand::expand_env;
 pub use crate::units::{ByteSize, GoDuration};
@@ -62,6 +63,9 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         // An empty file is an empty mapping, as for Promtail.
         let text = if text.trim().is_empty() { "{}" } else { text };
+        // Stage options see YAML 1.1 booleans as Promtail's parser reads them.
+        let rewritten = yaml11::booleans_in_stages(text);
+        let text = rewritten.as_str();
         let deserializer = serde_yaml_ng::Deserializer::from_str(text);
         let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let key = err.path().to_string();

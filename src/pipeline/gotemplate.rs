@@ -1303,7 +1303,21 @@ pub const FUNCTIONS: &[&str] = &[
     "b32enc",
     "b32dec",
     "sha256sum",
+    "sha1sum",
+    "adler32sum",
     "urlquery",
+    "urlParse",
+    "urlJoin",
+    // Sprig: random values (accepted; their output differs at every run)
+    "uuidv4",
+    "randAlphaNum",
+    "randAlpha",
+    "randNumeric",
+    "randAscii",
+    "randInt",
+    "shuffle",
+    "chunk",
+    "durationRound",
     // Sprig: lists and dicts
     "list",
     "tuple",
@@ -1432,6 +1446,28 @@ impl Data for EmptyData {
 }
 
 /// Sprig's `toInt64` (via `cast`): numbers, numeric strings, booleans; anything else is 0.
+/// Go's `strconv.ParseInt(s, 0, 64)`: decimal, or `0x`, `0o`, `0b` and leading-`0` octal.
+fn parse_go_int(s: &str) -> Option<i64> {
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let body = body.replace('_', "");
+    let lower = body.to_ascii_lowercase();
+    let v = if let Some(h) = lower.strip_prefix("0x") {
+        i64::from_str_radix(h, 16).ok()?
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        i64::from_str_radix(o, 8).ok()?
+    } else if let Some(b) = lower.strip_prefix("0b") {
+        i64::from_str_radix(b, 2).ok()?
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        i64::from_str_radix(&lower[1..], 8).ok()?
+    } else {
+        lower.parse().ok()?
+    };
+    Some(if neg { -v } else { v })
+}
+
 fn to_i64(v: &Value) -> i64 {
     match v {
         Value::Int(i) => *i,
@@ -1856,13 +1892,17 @@ fn call(name: &str, a: Vec<Value>, data: &dyn Data) -> R {
             want(&a, 3)?;
             let (start, end, v) = (i(0)?, i(1)?, s(2)?);
             let len = v.len() as i64;
+            // Sprig slices the string directly: bounds Go's slicing refuses fail the template.
             let (lo, hi) = if start < 0 {
-                (0, end.clamp(0, len))
+                (0, end)
             } else if end < 0 || end > len {
-                (start.min(len), len)
+                (start, len)
             } else {
-                (start.min(end), end)
+                (start, end)
             };
+            if lo > hi || hi > len || hi < 0 {
+                return Err(format!("slice bounds out of range [{lo}:{hi}]"));
+            }
             Value::str(byte_slice(&v, lo as usize, hi as usize))
         }
         "nospace" => {
@@ -1904,14 +1944,33 @@ fn call(name: &str, a: Vec<Value>, data: &dyn Data) -> R {
             if w < 4 || len <= w {
                 Value::str(v)
             } else {
-                let l = l.clamp(0, len) as usize;
-                let tail: String = chars[l..].iter().collect();
-                let body: Vec<char> = tail.chars().collect();
-                let keep = (w - 6).max(1) as usize;
-                let mut out = String::from("...");
-                out.extend(body.iter().take(keep));
-                out.push_str("...");
-                Value::str(out)
+                // As Sprig's (goutils') AbbreviateFull: an offset near the start abbreviates
+                // the right end only, one near the end the left end only.
+                let mut l = l.clamp(0, len);
+                if len - l < w - 3 {
+                    l = len - (w - 3);
+                }
+                let take = |from: i64, n: i64| -> String {
+                    chars[from as usize..(from + n).min(len) as usize]
+                        .iter()
+                        .collect()
+                };
+                if l <= 4 {
+                    Value::str(take(0, w - 3) + "...")
+                } else if w < 7 {
+                    return Err("minimum abbreviation width with offset is 7".into());
+                } else if l + w - 3 < len {
+                    let inner = w - 3;
+                    let rest = len - l;
+                    let body = if rest > inner {
+                        take(l, inner - 3) + "..."
+                    } else {
+                        take(l, rest)
+                    };
+                    Value::str(format!("...{body}"))
+                } else {
+                    Value::str(format!("...{}", take(len - (w - 3), w - 3)))
+                }
             }
         }
         "initials" => {
@@ -2165,7 +2224,11 @@ fn call(name: &str, a: Vec<Value>, data: &dyn Data) -> R {
         }
         "int" | "int64" => {
             want(&a, 1)?;
-            Value::Int(to_i64(&a[0]))
+            Value::Int(match &a[0] {
+                // A string must be a whole number (with an optional base prefix), else 0.
+                Value::Str(v) => parse_go_int(v.trim()).unwrap_or(0),
+                other => to_i64(other),
+            })
         }
         "float64" | "toDecimal" => {
             want(&a, 1)?;
@@ -2295,9 +2358,30 @@ fn call(name: &str, a: Vec<Value>, data: &dyn Data) -> R {
             let (start, stop, step) = match (name, n) {
                 ("until", 1) => (0, to_i64(&a[0]), 1),
                 ("untilStep", 3) => (to_i64(&a[0]), to_i64(&a[1]), to_i64(&a[2])),
-                ("seq", 1) => (1, to_i64(&a[0]) + 1, 1),
-                ("seq", 2) => (to_i64(&a[0]), to_i64(&a[1]) + 1, 1),
-                ("seq", 3) => (to_i64(&a[0]), to_i64(&a[2]) + 1, to_i64(&a[1])),
+                // Sprig's `seq` counts towards its (inclusive) end in either direction; with a
+                // step that points away from the end it prints nothing.
+                ("seq", 1 | 2) => {
+                    let (start, end) = if n == 1 {
+                        (1, to_i64(&a[0]))
+                    } else {
+                        (to_i64(&a[0]), to_i64(&a[1]))
+                    };
+                    if end >= start {
+                        (start, end + 1, 1)
+                    } else {
+                        (start, end - 1, -1)
+                    }
+                }
+                ("seq", 3) => {
+                    let (start, step, end) = (to_i64(&a[0]), to_i64(&a[1]), to_i64(&a[2]));
+                    if (end < start && step > 0) || (end > start && step < 0) {
+                        (0, 0, 1)
+                    } else if end >= start {
+                        (start, end + 1, step)
+                    } else {
+                        (start, end - 1, step)
+                    }
+                }
                 _ => return Err("wrong number of args".into()),
             };
             let step = if step == 0 { 1 } else { step };
@@ -2326,7 +2410,12 @@ fn call(name: &str, a: Vec<Value>, data: &dyn Data) -> R {
             want(&a, 1)?;
             match base64::engine::general_purpose::STANDARD.decode(s(0)?.as_bytes()) {
                 Ok(b) => Value::str(String::from_utf8_lossy(&b).into_owned()),
-                Err(e) => Value::str(e.to_string()),
+                // Sprig returns Go's error text as the result.
+                Err(
+                    base64::DecodeError::InvalidByte(at, _)
+                    | base64::DecodeError::InvalidLastSymbol(at, _),
+                ) => Value::str(format!("illegal base64 data at input byte {at}")),
+                Err(_) => Value::str(format!("illegal base64 data at input byte {}", s(0)?.len())),
             }
         }
         "b32enc" => {
@@ -2344,6 +2433,135 @@ fn call(name: &str, a: Vec<Value>, data: &dyn Data) -> R {
             want(&a, 1)?;
             use sha2::Digest as _;
             Value::str(hex(&sha2::Sha256::digest(s(0)?.as_bytes())))
+        }
+        "sha1sum" => {
+            want(&a, 1)?;
+            Value::str(hex(&super::sprig_extra::sha1(s(0)?.as_bytes())))
+        }
+        "adler32sum" => {
+            want(&a, 1)?;
+            Value::str(super::sprig_extra::adler32(s(0)?.as_bytes()).to_string())
+        }
+        "urlParse" => {
+            want(&a, 1)?;
+            let u = super::sprig_extra::parse_url(&s(0)?);
+            let mut m = BTreeMap::new();
+            for (k, v) in [
+                ("scheme", u.scheme),
+                ("host", u.host),
+                ("hostname", u.hostname),
+                ("path", u.path),
+                ("query", u.query),
+                ("opaque", u.opaque),
+                ("fragment", u.fragment),
+                ("userinfo", u.userinfo),
+            ] {
+                m.insert(k.to_string(), Value::str(v));
+            }
+            Value::Map(Rc::new(m))
+        }
+        "urlJoin" => {
+            want(&a, 1)?;
+            let m = map_arg(&a[0], data)?;
+            let part = |k: &str| m.get(k).map(to_str).unwrap_or_default();
+            let mut out = String::new();
+            if !part("scheme").is_empty() {
+                out.push_str(&part("scheme"));
+                out.push(':');
+            }
+            if !part("opaque").is_empty() {
+                out.push_str(&part("opaque"));
+            } else {
+                if !part("host").is_empty() || !part("userinfo").is_empty() {
+                    out.push_str("//");
+                    if !part("userinfo").is_empty() {
+                        out.push_str(&part("userinfo"));
+                        out.push('@');
+                    }
+                    out.push_str(&part("host"));
+                }
+                out.push_str(&part("path"));
+            }
+            if !part("query").is_empty() {
+                out.push('?');
+                out.push_str(&part("query"));
+            }
+            if !part("fragment").is_empty() {
+                out.push('#');
+                out.push_str(&part("fragment"));
+            }
+            Value::str(out)
+        }
+        "uuidv4" => {
+            want(&a, 0)?;
+            Value::str(super::sprig_extra::uuid_v4())
+        }
+        "randAlphaNum" | "randAlpha" | "randNumeric" | "randAscii" => {
+            want(&a, 1)?;
+            let alphabet: &[u8] = match name {
+                "randAlphaNum" => {
+                    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                }
+                "randAlpha" => b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                "randNumeric" => b"0123456789",
+                _ => b" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~",
+            };
+            let n = usize::try_from(to_i64(&a[0]).clamp(0, 1 << 20)).unwrap_or(0);
+            Value::str(super::sprig_extra::random_string(n, alphabet))
+        }
+        "randInt" => {
+            want(&a, 2)?;
+            let (lo, hi) = (to_i64(&a[0]), to_i64(&a[1]));
+            if hi <= lo {
+                return Err("invalid argument to Int63n".into());
+            }
+            let span = hi.wrapping_sub(lo) as u64;
+            Value::Int(lo.wrapping_add((super::sprig_extra::random_u64() % span) as i64))
+        }
+        "shuffle" => {
+            want(&a, 1)?;
+            let mut chars: Vec<char> = s(0)?.chars().collect();
+            for i in (1..chars.len()).rev() {
+                let j = (super::sprig_extra::random_u64() % (i as u64 + 1)) as usize;
+                chars.swap(i, j);
+            }
+            Value::str(chars.into_iter().collect::<String>())
+        }
+        "chunk" => {
+            want(&a, 2)?;
+            let size = to_i64(&a[0]);
+            let items = list_arg(&a[1])?;
+            if size < 1 {
+                return Err("chunk size must be at least 1".into());
+            }
+            Value::List(Rc::new(
+                items
+                    .chunks(size as usize)
+                    .map(|c| Value::List(Rc::new(c.to_vec())))
+                    .collect(),
+            ))
+        }
+        "durationRound" => {
+            want(&a, 1)?;
+            let secs = match &a[0] {
+                Value::Str(d) => crate::pipeline::value::go_duration_seconds(d).unwrap_or(0.0),
+                other => to_i64(other) as f64 / 1e9,
+            }
+            .abs() as u64;
+            const UNITS: [(u64, &str); 6] = [
+                (365 * 86400, "y"),
+                (30 * 86400, "mo"),
+                (86400, "d"),
+                (3600, "h"),
+                (60, "m"),
+                (1, "s"),
+            ];
+            Value::str(
+                UNITS
+                    .iter()
+                    .find(|(u, _)| secs > *u)
+                    .map_or("0s".to_string(), |(u, name)| format!("{}{name}", secs / u)),
+            )
         }
 
         // --- Sprig lists and dicts

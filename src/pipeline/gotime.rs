@@ -104,11 +104,10 @@ impl Zone {
         }
     }
 
-    /// The Unix second of a wall-clock time in this zone, choosing as Go's `time.Date` does
-    /// around transitions.
-    fn civil_to_unix(&self, civil: i64) -> i64 {
-        let offset = self.offset_at(civil - self.offset_at(civil) as i64);
-        civil - offset as i64
+    /// The offset in effect at a wall-clock time in this zone, choosing as Go's `time.Date`
+    /// does around transitions.
+    fn civil_offset(&self, civil: i64) -> i32 {
+        self.offset_at(civil - self.offset_at(civil) as i64)
     }
 
     /// The offset of an abbreviation (`EST`) in this zone near a Unix second, as Go's
@@ -923,27 +922,28 @@ impl Fields {
 
     fn resolve_in(&self, default: &Zone, names: &Zone) -> Result<Timestamp, String> {
         let civil = self.civil_unix();
-        let unix = match &self.zone {
-            ZoneSeen::None => default.civil_to_unix(civil),
-            ZoneSeen::Utc => civil,
-            ZoneSeen::Offset(off) => civil - *off as i64,
+        let offset = match &self.zone {
+            ZoneSeen::None => default.civil_offset(civil),
+            ZoneSeen::Utc => 0,
+            ZoneSeen::Offset(off) => *off,
             ZoneSeen::Name(name) => match names.lookup_name(name, civil) {
-                Some(off) => civil - off as i64,
+                Some(off) => off,
                 None => {
-                    let off = if let Some(rest) = name.strip_prefix("GMT") {
-                        rest.parse::<i64>().unwrap_or(0) * 3600
+                    let hours = if let Some(rest) = name.strip_prefix("GMT") {
+                        rest.parse::<i32>().unwrap_or(0)
                     } else if name.starts_with(['+', '-']) {
-                        name.parse::<i64>().unwrap_or(0) * 3600
+                        name.parse::<i32>().unwrap_or(0)
                     } else {
                         0
                     };
-                    civil - off
+                    hours * 3600
                 }
             },
         };
+        let unix = civil - offset as i64;
         unix.checked_mul(1_000_000_000)
             .and_then(|n| n.checked_add(self.nanosecond as i64))
-            .map(Timestamp)
+            .map(|nanos| Timestamp::with_offset(nanos, offset))
             .ok_or_else(|| "time out of range".to_string())
     }
 

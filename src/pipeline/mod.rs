@@ -32,6 +32,7 @@
 pub mod gotemplate;
 pub mod gotime;
 mod metrics;
+mod sprig_extra;
 mod stages;
 mod value;
 

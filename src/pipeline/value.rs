@@ -7,8 +7,8 @@ use std::borrow::Cow;
 /// numbers in plain decimal (`1.5`, `100`, never an exponent), booleans as `true`/`false`.
 /// Nulls, arrays and objects have no string form.
 ///
-/// Integers print exactly, where Promtail (which holds every JSON number as a float64) would
-/// round those beyond 2^53.
+/// Every number is a float64 first, as Promtail holds JSON numbers: integers beyond 2^53 are
+/// rounded (`12345678901234567890` prints `12345678901234567000`).
 pub fn get_string(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::String(s) => Some(Cow::Borrowed(s)),
@@ -19,14 +19,8 @@ pub fn get_string(value: &Value) -> Option<Cow<'_, str>> {
     }
 }
 
-/// A number as Go's `strconv.FormatFloat(f, 'f', -1, 64)` prints it (integers exactly).
+/// A number as Go's `strconv.FormatFloat(f, 'f', -1, 64)` prints the float64 it decodes to.
 pub(crate) fn number_plain(n: &Number) -> String {
-    if let Some(i) = n.as_i64() {
-        return i.to_string();
-    }
-    if let Some(u) = n.as_u64() {
-        return u.to_string();
-    }
     float_plain(n.as_f64().unwrap_or(f64::NAN))
 }
 
@@ -208,13 +202,8 @@ pub(crate) fn go_json_value(v: &Value, out: &mut String) {
 }
 
 pub(crate) fn go_json_number(n: &Number, out: &mut String) {
-    if let Some(i) = n.as_i64() {
-        out.push_str(&i.to_string());
-    } else if let Some(u) = n.as_u64() {
-        out.push_str(&u.to_string());
-    } else {
-        go_json_float(n.as_f64().unwrap_or(0.0), out);
-    }
+    // A float64 in Go, like every JSON number Promtail decodes.
+    go_json_float(n.as_f64().unwrap_or(0.0), out);
 }
 
 #[cfg(test)]
@@ -230,6 +219,8 @@ mod tests {
         assert_eq!(get_string(&json!(1e21)).unwrap(), "1000000000000000000000");
         assert_eq!(get_string(&json!(0.0000001)).unwrap(), "0.0000001");
         assert_eq!(get_string(&json!(-3)).unwrap(), "-3");
+        let big: Value = serde_json::from_str("12345678901234567890").unwrap();
+        assert_eq!(get_string(&big).unwrap(), "12345678901234567000");
         assert_eq!(get_string(&json!(true)).unwrap(), "true");
         assert!(get_string(&json!(null)).is_none());
         assert!(get_string(&json!([1])).is_none());

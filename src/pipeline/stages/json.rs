@@ -4,7 +4,8 @@
 //! expressions. Values keep their JSON type in the extracted map; arrays and objects are written
 //! back to JSON text, as Promtail does (with keys sorted, where Go's order is random).
 
-use super::weak::{WBool, WString};
+// Promtail decodes these options strictly: no number or boolean for a string.
+use super::weak::{SBool as WBool, SString as WString};
 use super::{non_empty_source, options};
 use crate::pipeline::value::{go_json_number, go_json_string};
 use crate::pipeline::{Cx, Entry, Flow, Stage};

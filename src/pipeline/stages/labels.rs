@@ -3,7 +3,8 @@
 //! `tenant`.
 
 use super::options;
-use super::weak::WString;
+// Promtail decodes these options strictly: no number or boolean for a string.
+use super::weak::SString as WString;
 use crate::labels::is_valid_name;
 use crate::pipeline::{Cx, Entry, Flow, Stage, TENANT_LABEL, get_string};
 use serde::Deserialize;
@@ -392,11 +393,16 @@ mod tests {
     #[test]
     fn static_labels() {
         let e = run(
-            "static_labels:\n  custom_label: value\n  empty: ''\n  n: 5",
+            "static_labels:\n  custom_label: value\n  empty: ''\n  n: '5'",
             Entry::new(Timestamp(0), "x", labels(&[]), 0),
             &[],
         );
         assert_eq!(e.labels, labels(&[("custom_label", "value"), ("n", "5")]));
+        // Promtail refuses a value that is not a string.
+        assert!(
+            crate::pipeline::tests::build_err("- static_labels:\n    port: 8080")
+                .contains("expected type 'string', got unconvertible type 'int'")
+        );
     }
 
     #[test]

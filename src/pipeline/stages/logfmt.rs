@@ -1,7 +1,8 @@
 //! `logfmt`: `key=value` pairs, decoded as go-logfmt does (values found before a syntax error
 //! are kept; the error is logged).
 
-use super::weak::WString;
+// Promtail decodes these options strictly: no number or boolean for a string.
+use super::weak::SString as WString;
 use super::{non_empty_source, options};
 use crate::pipeline::{Cx, Entry, Flow, Stage};
 use serde::Deserialize;

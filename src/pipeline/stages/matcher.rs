@@ -7,7 +7,8 @@
 //! `` `...` `` raw.
 
 use super::options;
-use super::weak::WString;
+// Promtail decodes these options strictly: no number or boolean for a string.
+use super::weak::SString as WString;
 use crate::pipeline::{BuildCtx, Cx, Entry, Flow, PipelineError, Stage, Stages};
 use regex::Regex;
 use serde::Deserialize;

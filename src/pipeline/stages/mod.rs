@@ -116,17 +116,49 @@ fn describe(v: &Yaml) -> &'static str {
 }
 
 /// Decodes a stage's options; `null` (e.g. `docker:`) reads as an empty object.
+///
+/// An option the stage does not know is left out with a warning naming it, as Promtail decodes
+/// stage options without complaining about extra keys: a config written for a later Promtail
+/// (`docker: {container_labels: true}`) still loads, and a typo is still seen.
 pub(crate) fn options<T: DeserializeOwned>(config: &Yaml) -> Result<T, String> {
-    let empty = Yaml::Mapping(Default::default());
-    let config = if config.is_null() { &empty } else { config };
-    serde_path_to_error::deserialize(config.clone()).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." || path.is_empty() {
-            e.inner().to_string()
-        } else {
-            format!("{path}: {}", e.inner())
+    let mut config = if config.is_null() {
+        Yaml::Mapping(Default::default())
+    } else {
+        config.clone()
+    };
+    loop {
+        let err = match serde_path_to_error::deserialize(config.clone()) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let path = err.path().to_string();
+        let message = err.inner().to_string();
+        if let Some(key) = unknown_field(&message)
+            && let Yaml::Mapping(map) = &mut config
+            && (path == "." || path.is_empty() || path == key)
+            && map.remove(key).is_some()
+        {
+            let known = message
+                .split_once(", expected ")
+                .map_or("", |(_, rest)| rest);
+            tracing::warn!(
+                option = key,
+                "pipeline stage option {key:?} is unknown and ignored, as Promtail does (expected {known})"
+            );
+            continue;
         }
-    })
+        return Err(if path == "." || path.is_empty() {
+            message
+        } else {
+            format!("{path}: {message}")
+        });
+    }
+}
+
+/// The field named by serde's "unknown field `x`, expected ..." message.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split_once('`').map(|(name, _)| name)
 }
 
 /// Lenient scalar decoding, as Promtail's `mapstructure.WeakDecode` does for many stages: a
@@ -274,6 +306,93 @@ pub(crate) mod weak {
         }
     }
 
+    /// A string option of a stage Promtail decodes strictly (most of them): any other scalar
+    /// is refused, as `yes`, `5` or `1.5` would be by Promtail.
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+    pub struct SString(pub String);
+
+    /// A boolean option of a stage Promtail decodes strictly: `"true"` (a string) is refused.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct SBool(pub bool);
+
+    fn unconvertible<E: de::Error>(want: &str, got: &str, value: impl fmt::Display) -> E {
+        E::custom(format!(
+            "expected type '{want}', got unconvertible type '{got}', value: '{value}'"
+        ))
+    }
+
+    impl<'de> Deserialize<'de> for SString {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = SString;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<SString, E> {
+                    Ok(SString(v.to_string()))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<SString, E> {
+                    Ok(SString(v))
+                }
+                fn visit_bool<E: de::Error>(self, v: bool) -> Result<SString, E> {
+                    Err(unconvertible("string", "bool", v))
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<SString, E> {
+                    Err(unconvertible("string", "int", v))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<SString, E> {
+                    Err(unconvertible("string", "int", v))
+                }
+                fn visit_f64<E: de::Error>(self, v: f64) -> Result<SString, E> {
+                    Err(unconvertible(
+                        "string",
+                        "float64",
+                        crate::pipeline::value::float_plain(v),
+                    ))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for SBool {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = SBool;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a boolean")
+                }
+                fn visit_bool<E: de::Error>(self, v: bool) -> Result<SBool, E> {
+                    Ok(SBool(v))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<SBool, E> {
+                    Err(unconvertible("bool", "string", v))
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<SBool, E> {
+                    Err(unconvertible("bool", "int", v))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<SBool, E> {
+                    Err(unconvertible("bool", "int", v))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    impl From<SString> for String {
+        fn from(s: SString) -> String {
+            s.0
+        }
+    }
+
+    impl From<WString> for String {
+        fn from(s: WString) -> String {
+            s.0
+        }
+    }
+
     /// One string or a list of strings.
     #[derive(Debug, Clone, PartialEq, Eq, Default)]
     pub struct OneOrMany(pub Vec<String>);
@@ -295,17 +414,38 @@ pub(crate) mod weak {
 }
 
 /// Reads a stage option that is a source name: `Some("")` is an error ("empty source").
-pub(crate) fn non_empty_source(source: Option<weak::WString>) -> Result<Option<String>, String> {
-    match source {
-        Some(s) if s.0.is_empty() => Err("empty source".to_string()),
-        other => Ok(other.map(|s| s.0)),
+pub(crate) fn non_empty_source<S: Into<String>>(
+    source: Option<S>,
+) -> Result<Option<String>, String> {
+    match source.map(Into::into) {
+        Some(s) if s.is_empty() => Err("empty source".to_string()),
+        other => Ok(other),
     }
 }
 
 /// Compiles a Go RE2 expression.
 pub(crate) fn compile_regex(expr: &str) -> Result<::regex::Regex, String> {
+    reject_angle_group(expr)
+        .map_err(|e| format!("could not compile regular expression {expr:?}: {e}"))?;
     ::regex::Regex::new(expr)
         .map_err(|e| format!("could not compile regular expression {expr:?}: {e}"))
+}
+
+/// Go's RE2 (as in Promtail 2.8) knows named groups only as `(?P<name>...)`; the Rust crate
+/// also takes `(?<name>...)`, which Promtail refuses.
+pub(crate) fn reject_angle_group(expr: &str) -> Result<(), String> {
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'(' if bytes[i + 1..].starts_with(b"?<") => {
+                return Err("invalid or unsupported Perl syntax: `(?<`".to_string());
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
 }
 
 /// The value of `source` in the extracted map as a string, or why not (for debug logs).

@@ -148,6 +148,8 @@ pub(crate) fn build(config: &Yaml) -> Result<Box<dyn Stage>, String> {
     let expr = c
         .firstline
         .ok_or("multiline stage config must define `firstline` regular expression")?;
+    super::reject_angle_group(&expr.0)
+        .map_err(|e| format!("multiline stage first line regex compilation error: {e}"))?;
     let firstline = Regex::new(&expr.0)
         .map_err(|e| format!("multiline stage first line regex compilation error: {e}"))?;
     let max_wait = match c.max_wait_time {

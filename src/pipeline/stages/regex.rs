@@ -1,6 +1,7 @@
 //! `regex`: named capture groups of an RE2 expression go to the extracted map.
 
-use super::weak::WString;
+// Promtail decodes these options strictly: no number or boolean for a string.
+use super::weak::SString as WString;
 use super::{compile_regex, non_empty_source, options};
 use crate::pipeline::{Cx, Entry, Flow, Stage};
 use regex::Regex;
@@ -159,6 +160,13 @@ mod tests {
         );
         assert!(build_err("- regex: {}").contains("expression is required"));
         assert!(build_err("- regex:\n    expression: a\n    source: ''").contains("empty source"));
-        assert!(build_err("- regex:\n    expression: a\n    sourc: x").contains("unknown field"));
+        // Go's RE2 knows only `(?P<name>...)`.
+        assert!(build_err("- regex:\n    expression: '(?<a>x)'").contains("`(?<`"));
+        // Promtail ignores options it does not know; so does logferry (with a warning).
+        let out = crate::pipeline::tests::run_one(
+            "- regex:\n    expression: '(?P<a>x)'\n    sourc: y",
+            "x",
+        );
+        assert_eq!(out.extracted["a"], "x");
     }
 }

@@ -8,7 +8,8 @@
 //! groups are left to their outermost group.
 
 use super::template::ExtractedData;
-use super::weak::WString;
+// Promtail decodes these options strictly: no number or boolean for a string.
+use super::weak::SString as WString;
 use super::{compile_regex, non_empty_source, options};
 use crate::pipeline::gotemplate::Template;
 use crate::pipeline::{Cx, Entry, Flow, Stage};

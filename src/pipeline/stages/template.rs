@@ -1,7 +1,8 @@
 //! `template`: sets an extracted value from a Go template over the extracted map.
 
 use super::options;
-use super::weak::WString;
+// Promtail decodes these options strictly: no number or boolean for a string.
+use super::weak::SString as WString;
 use crate::pipeline::gotemplate::{Data, Template};
 use crate::pipeline::{Cx, Entry, Flow, Stage, get_string};
 use serde::Deserialize;

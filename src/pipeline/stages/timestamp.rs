@@ -7,7 +7,8 @@
 //! set plus 1 ns, and `skip` leaves the time as it was.
 
 use super::options;
-use super::weak::WString;
+// Promtail decodes these options strictly: no number or boolean for a string.
+use super::weak::SString as WString;
 use crate::entry::Timestamp;
 use crate::pipeline::gotime::{Fields, Layout, Zone, named_layout};
 use crate::pipeline::{Cx, Entry, Flow, Stage};
@@ -184,7 +185,7 @@ impl TimestampStage {
                 if self.fudge
                     && let Some((last, _)) = self.last.get(&entry.labels).copied()
                 {
-                    let ts = Timestamp(last.0.saturating_add(1));
+                    let ts = last.at(last.0.saturating_add(1));
                     entry.timestamp = ts;
                     self.remember(&entry.labels, ts);
                 }

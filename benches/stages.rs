@@ -249,7 +249,7 @@ fn run(p: &mut Pipeline, lines: &[String], labels: &BTreeMap<String, String>) ->
     let mut dropped = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let entry = Entry::new(
-            Timestamp(READ_TIME + i as i64),
+            Timestamp::from_nanos(READ_TIME + i as i64),
             line.as_str(),
             labels.clone(),
             i as u64,

@@ -12,57 +12,53 @@ use std::sync::Arc;
 /// UTC offset (seconds east) it was written with when a stage parsed it from a line, so that
 /// the printed time keeps that offset as Promtail's does; `None` is the local zone.
 ///
-/// Equality, order and hashing look at the instant only. Built with [`Timestamp()`] (a time in
-/// the local zone) or [`Timestamp::with_offset`].
+/// Equality, order and hashing look at the instant only. Built with
+/// [`Timestamp::from_nanos`] (a time in the local zone) or [`Timestamp::with_offset`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ZonedTime(pub i64, pub Option<i32>);
+pub struct Timestamp(pub i64, pub Option<i32>);
 
-/// The timestamp of an entry.
-pub type Timestamp = ZonedTime;
-
-/// A timestamp in the local zone, `nanos` after the Unix epoch. A function rather than a
-/// constructor so that code which only deals in instants stays unaware of offsets.
-#[allow(non_snake_case)]
-pub const fn Timestamp(nanos: i64) -> Timestamp {
-    ZonedTime(nanos, None)
-}
-
-impl PartialEq for ZonedTime {
+impl PartialEq for Timestamp {
     fn eq(&self, other: &Self) -> bool {
         self.0 == other.0
     }
 }
 
-impl Eq for ZonedTime {}
+impl Eq for Timestamp {}
 
-impl PartialOrd for ZonedTime {
+impl PartialOrd for Timestamp {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for ZonedTime {
+impl Ord for Timestamp {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.cmp(&other.0)
     }
 }
 
-impl std::hash::Hash for ZonedTime {
+impl std::hash::Hash for Timestamp {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.0.hash(state);
     }
 }
 
-impl ZonedTime {
+impl Timestamp {
+    /// An instant in the local zone, `nanos` after the Unix epoch: code that deals only in
+    /// instants stays unaware of offsets.
+    pub const fn from_nanos(nanos: i64) -> Timestamp {
+        Timestamp(nanos, None)
+    }
+
     /// An instant written with a UTC offset (seconds east of UTC).
     pub const fn with_offset(nanos: i64, offset: i32) -> Timestamp {
-        ZonedTime(nanos, Some(offset))
+        Timestamp(nanos, Some(offset))
     }
 
     /// The same offset, another instant (Promtail's `fudge` adds a nanosecond to a parsed time
     /// and keeps its zone).
     pub const fn at(self, nanos: i64) -> Timestamp {
-        ZonedTime(nanos, self.1)
+        Timestamp(nanos, self.1)
     }
 
     /// The current wall-clock time.
@@ -70,7 +66,7 @@ impl ZonedTime {
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        Timestamp(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
+        Timestamp::from_nanos(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
     }
 
     /// Formats in Go's `2006-01-02T15:04:05.999999999-0700` layout, in the offset the time was
@@ -81,8 +77,8 @@ impl ZonedTime {
     /// use logferry::entry::Timestamp;
     /// // Two instants in UTC (`TZ=UTC` is assumed by this example).
     /// # unsafe { std::env::set_var("TZ", "UTC") };
-    /// assert_eq!(Timestamp(1_700_000_000_120_000_000).to_go_layout(), "2023-11-14T22:13:20.12+0000");
-    /// assert_eq!(Timestamp(1_700_000_000_000_000_000).to_go_layout(), "2023-11-14T22:13:20+0000");
+    /// assert_eq!(Timestamp::from_nanos(1_700_000_000_120_000_000).to_go_layout(), "2023-11-14T22:13:20.12+0000");
+    /// assert_eq!(Timestamp::from_nanos(1_700_000_000_000_000_000).to_go_layout(), "2023-11-14T22:13:20+0000");
     /// // A time parsed with an offset keeps it.
     /// let paris = Timestamp::with_offset(1_700_000_000_000_000_000, 3600);
     /// assert_eq!(paris.to_go_layout(), "2023-11-14T23:13:20+0100");

@@ -179,7 +179,7 @@ mod tests {
                 ("job".to_string(), "journal".to_string()),
                 ("__journal__systemd_unit".to_string(), unit.to_string()),
             ]),
-            timestamp: Timestamp(1_700_000_000_000_000_000),
+            timestamp: Timestamp::from_nanos(1_700_000_000_000_000_000),
             line: line.to_string(),
             checkpoint: Some(Arc::from(cursor)),
         }

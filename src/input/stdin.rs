@@ -126,7 +126,7 @@ fn read_stdin(input: StdinInput, ctx: &InputContext) -> Result<(), InputError> {
     let mut splitter = Splitter::new(limit);
     let mut stdin = std::io::stdin().lock();
     let mut offset = 0u64;
-    let mut last_ts = Timestamp(0);
+    let mut last_ts = Timestamp::from_nanos(0);
     loop {
         let mut buf = splitter.take_buffer(256 * 1024);
         let base = buf.len();

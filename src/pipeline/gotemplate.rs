@@ -1117,7 +1117,7 @@ fn print_value(v: &Value, data: &dyn Data, out: &mut String) {
         Value::Time(ns) => {
             let l = crate::pipeline::gotime::Layout::new("2006-01-02 15:04:05.999999999 -0700 MST");
             out.push_str(&l.format(
-                crate::entry::Timestamp(*ns),
+                crate::entry::Timestamp::from_nanos(*ns),
                 &crate::pipeline::gotime::Zone::local(),
             ));
         }
@@ -2756,7 +2756,7 @@ fn call(name: &str, a: Vec<Value>, data: &dyn Data) -> R {
             let ns = time_of(t);
             Value::str(
                 crate::pipeline::gotime::Layout::new(&fmt)
-                    .format(crate::entry::Timestamp(ns), &zone),
+                    .format(crate::entry::Timestamp::from_nanos(ns), &zone),
             )
         }
         "unixEpoch" => {
@@ -3093,7 +3093,7 @@ fn to_json(v: &Value, data: &dyn Data) -> serde_json::Value {
         ),
         Value::Time(ns) => serde_json::Value::String(
             crate::pipeline::gotime::Layout::new("2006-01-02T15:04:05.999999999Z07:00").format(
-                crate::entry::Timestamp(*ns),
+                crate::entry::Timestamp::from_nanos(*ns),
                 &crate::pipeline::gotime::Zone::local(),
             ),
         ),

@@ -1331,7 +1331,7 @@ mod tests {
 
     #[test]
     fn format() {
-        let t = Timestamp(1136239445 * S + 123_400_000); // 2006-01-02T15:04:05.1234-07:00
+        let t = Timestamp::from_nanos(1136239445 * S + 123_400_000); // 2006-01-02T15:04:05.1234-07:00
         let ny = Zone::load("America/New_York").unwrap();
         assert_eq!(
             Layout::new(named_layout("RFC3339Nano").unwrap()).format(t, &Zone::Utc),
@@ -1342,7 +1342,8 @@ mod tests {
             "Mon Jan  2 05:04:05.123 PM EST -05:00 2006"
         );
         assert_eq!(
-            Layout::new("2006-01-02T15:04:05.999999999Z07:00").format(Timestamp(0), &Zone::Utc),
+            Layout::new("2006-01-02T15:04:05.999999999Z07:00")
+                .format(Timestamp::from_nanos(0), &Zone::Utc),
             "1970-01-01T00:00:00Z"
         );
     }

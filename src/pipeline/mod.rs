@@ -23,7 +23,7 @@
 //! "#).unwrap();
 //! let mut pipeline = Pipeline::new(&yaml, &CustomMetrics::default(), "job").unwrap();
 //! let (mut out, mut dropped) = (vec![], vec![]);
-//! let entry = Entry::new(Timestamp(1), "WARN disk almost full", Default::default(), 7);
+//! let entry = Entry::new(Timestamp::from_nanos(1), "WARN disk almost full", Default::default(), 7);
 //! pipeline.process(entry, std::time::Instant::now(), &mut out, &mut dropped);
 //! assert_eq!(out[0].line, "disk almost full");
 //! assert_eq!(out[0].labels["level"], "WARN");

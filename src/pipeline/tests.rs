@@ -38,7 +38,7 @@ pub(crate) fn run_lines(yaml: &str, lines: &[&str]) -> (Vec<Entry>, Vec<(u64, St
     let entries = lines
         .iter()
         .enumerate()
-        .map(|(i, l)| Entry::new(Timestamp(0), *l, labels.clone(), i as u64))
+        .map(|(i, l)| Entry::new(Timestamp::from_nanos(0), *l, labels.clone(), i as u64))
         .collect();
     run_entries(yaml, entries)
 }
@@ -53,7 +53,7 @@ pub(crate) fn run_one(yaml: &str, line: &str) -> Entry {
 
 /// Runs one line whose extracted map also holds `pairs`.
 pub(crate) fn run_entry_with(yaml: &str, line: &str, pairs: &[(&str, &str)]) -> Entry {
-    let mut e = Entry::new(Timestamp(0), line, BTreeMap::new(), 0);
+    let mut e = Entry::new(Timestamp::from_nanos(0), line, BTreeMap::new(), 0);
     for (k, v) in pairs {
         e.extracted
             .insert(k.to_string(), Value::String(v.to_string()));
@@ -80,7 +80,7 @@ fn extracted_map_starts_with_labels() {
     );
     assert_eq!(out.extracted["x"], serde_json::json!("j"));
     // An entry built without its extracted map gets the labels too.
-    let mut e = Entry::new(Timestamp(0), "l", Default::default(), 0);
+    let mut e = Entry::new(Timestamp::from_nanos(0), "l", Default::default(), 0);
     e.labels.insert("job".into(), "k".into());
     let (out, _) = run_entries(
         "- template:\n    source: x\n    template: '{{ .job }}'",
@@ -130,7 +130,7 @@ fn unparsable_lines_pass_unchanged_through_parsers() {
     let line = "\"this is not parsable by any of them\"";
     let out = run_one(yaml, line);
     assert_eq!(out.line, line);
-    assert_eq!(out.timestamp, Timestamp(0));
+    assert_eq!(out.timestamp, Timestamp::from_nanos(0));
     assert_eq!(out.labels.len(), 1);
 }
 
@@ -149,7 +149,12 @@ fn inspect_reports_changes() {
     let mut p = pipeline(yaml);
     let (mut out, mut dropped) = (vec![], vec![]);
     let lines = p.process_inspect(
-        Entry::new(Timestamp(0), "WARN disk full", Default::default(), 0),
+        Entry::new(
+            Timestamp::from_nanos(0),
+            "WARN disk full",
+            Default::default(),
+            0,
+        ),
         Instant::now(),
         &mut out,
         &mut dropped,
@@ -173,13 +178,13 @@ fn drops_during_flush_are_reported() {
     let now = Instant::now();
     let (mut out, mut dropped) = (vec![], vec![]);
     p.process(
-        Entry::new(Timestamp(0), "START 1", Default::default(), 1),
+        Entry::new(Timestamp::from_nanos(0), "START 1", Default::default(), 1),
         now,
         &mut out,
         &mut dropped,
     );
     p.process(
-        Entry::new(Timestamp(0), "a secret", Default::default(), 2),
+        Entry::new(Timestamp::from_nanos(0), "a secret", Default::default(), 2),
         now,
         &mut out,
         &mut dropped,
@@ -224,7 +229,10 @@ fn nginx_pipeline_end_to_end() {
     );
     assert_eq!(out.labels["method"], "GET");
     assert_eq!(out.labels["status"], "200");
-    assert_eq!(out.timestamp, Timestamp(1_711_012_532_000_000_000));
+    assert_eq!(
+        out.timestamp,
+        Timestamp::from_nanos(1_711_012_532_000_000_000)
+    );
 }
 
 #[test]
@@ -354,7 +362,14 @@ fn fixture(dir: &str, file: &str) -> (Vec<Entry>, Vec<(u64, String)>, usize) {
     let entries: Vec<Entry> = lines
         .iter()
         .enumerate()
-        .map(|(i, l)| Entry::new(Timestamp(i as i64), *l, labels.clone(), i as u64))
+        .map(|(i, l)| {
+            Entry::new(
+                Timestamp::from_nanos(i as i64),
+                *l,
+                labels.clone(),
+                i as u64,
+            )
+        })
         .collect();
     let (out, dropped) = run_entries(&yaml, entries);
     (out, dropped, lines.len())
@@ -389,7 +404,10 @@ fn fixture_apache() {
     let (out, _, n) = fixture("apache", "access.log");
     assert_eq!(out.len(), n);
     assert!(out.iter().all(|e| e.labels.contains_key("status")));
-    assert_eq!(out[n - 1].timestamp, Timestamp(948_826_801_000_000_000));
+    assert_eq!(
+        out[n - 1].timestamp,
+        Timestamp::from_nanos(948_826_801_000_000_000)
+    );
     assert!(
         out.iter()
             .any(|e| e.extracted["size"] == serde_json::json!("-"))
@@ -405,7 +423,10 @@ fn fixture_syslog() {
     let t = out[0].timestamp.0 / 1_000_000_000;
     let year = chrono::Datelike::year(&chrono::DateTime::from_timestamp(t, 0).unwrap());
     assert!((this_year - 1..=this_year + 1).contains(&year));
-    assert_eq!(out[n - 2].timestamp, Timestamp(1_711_016_401_003_000_000));
+    assert_eq!(
+        out[n - 2].timestamp,
+        Timestamp::from_nanos(1_711_016_401_003_000_000)
+    );
     assert_eq!(out[n - 1].labels["app"], "evntslog");
 }
 
@@ -475,7 +496,10 @@ fn fixture_java_stack_traces() {
             .contains("OrderService.java:118")
     );
     // 10:15:41,250 in Paris (UTC+1 in March 2024).
-    assert_eq!(trace.timestamp, Timestamp(1_711_012_541_250_000_000));
+    assert_eq!(
+        trace.timestamp,
+        Timestamp::from_nanos(1_711_012_541_250_000_000)
+    );
 }
 
 #[test]
@@ -488,7 +512,10 @@ fn fixture_json() {
         out[4].extracted["grpc_method"],
         serde_json::json!("/orders.v1.Orders/Get")
     );
-    assert_eq!(out[6].timestamp, Timestamp(1_711_016_143_000_000_000));
+    assert_eq!(
+        out[6].timestamp,
+        Timestamp::from_nanos(1_711_016_143_000_000_000)
+    );
     assert!(
         !out[7].labels.contains_key("level"),
         "a null level makes no label"

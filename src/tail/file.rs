@@ -148,7 +148,7 @@ impl TailedFile {
             source,
             read_pos: start.get(),
             splitter,
-            last_ts: Timestamp(0),
+            last_ts: Timestamp::from_nanos(0),
             queued: false,
             last_active: Instant::now(),
             has_read: false,

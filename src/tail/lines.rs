@@ -68,7 +68,7 @@ impl Split {
             .map(|(i, s)| crate::entry::Line {
                 start: s.start,
                 end: s.end,
-                timestamp: crate::entry::Timestamp(base.0 + i as i64),
+                timestamp: crate::entry::Timestamp::from_nanos(base.0 + i as i64),
                 offset: s.offset,
             })
             .collect()
@@ -80,10 +80,11 @@ impl Split {
         &self,
         last: crate::entry::Timestamp,
     ) -> (crate::entry::Timestamp, crate::entry::Timestamp) {
-        let base = crate::entry::Timestamp(crate::entry::Timestamp::now().0.max(last.0 + 1));
+        let base =
+            crate::entry::Timestamp::from_nanos(crate::entry::Timestamp::now().0.max(last.0 + 1));
         (
             base,
-            crate::entry::Timestamp(base.0 + self.spans.len().max(1) as i64 - 1),
+            crate::entry::Timestamp::from_nanos(base.0 + self.spans.len().max(1) as i64 - 1),
         )
     }
 }

@@ -154,7 +154,7 @@ impl TargetPipeline {
                 .get(span.start as usize..span.end as usize)
                 .unwrap_or_default();
             let entry = Entry::new(
-                Timestamp(base.0 + i as i64),
+                Timestamp::from_nanos(base.0 + i as i64),
                 text,
                 feed.labels.clone(),
                 origin(slot, seq),
@@ -398,7 +398,7 @@ mod tests {
         tp.feed(
             3,
             &split(text, text.len() as u64),
-            Timestamp(1),
+            Timestamp::from_nanos(1),
             text.len() as u64,
             Instant::now(),
         );
@@ -426,7 +426,13 @@ mod tests {
         tp.open(0, source, &LabelSet::new([("job", "j")]), 0);
         let metrics = Metrics::new();
         let text = "debug 1\ndebug 2\n";
-        tp.feed(0, &split(text, 16), Timestamp(1), 16, Instant::now());
+        tp.feed(
+            0,
+            &split(text, 16),
+            Timestamp::from_nanos(1),
+            16,
+            Instant::now(),
+        );
         let mut out = vec![];
         tp.finish(&acks, &metrics, &mut out);
         assert!(out.is_empty());
@@ -450,7 +456,7 @@ mod tests {
         tp.feed(
             0,
             &split(text, text.len() as u64),
-            Timestamp(1),
+            Timestamp::from_nanos(1),
             text.len() as u64,
             Instant::now(),
         );

@@ -175,7 +175,7 @@ mod tests {
         assert_eq!(message.msg, Some("An application event log entry"));
         assert_eq!(
             message.timestamp,
-            Some(Timestamp(1_065_910_455_003_000_000))
+            Some(Timestamp::from_nanos(1_065_910_455_003_000_000))
         );
         let labels = labels(text, true);
         let expect = [

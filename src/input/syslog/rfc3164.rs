@@ -96,7 +96,7 @@ fn bsd_timestamp(text: &str) -> Option<(Timestamp, &str)> {
         Some(t) if t <= now + chrono::Duration::days(7) => t,
         _ => build(now.year() - 1)?,
     };
-    Some((Timestamp(time.timestamp_nanos_opt()?), rest))
+    Some((Timestamp::from_nanos(time.timestamp_nanos_opt()?), rest))
 }
 
 /// rsyslog's high-precision traditional format: an RFC 3339 timestamp where the BSD one goes.
@@ -106,7 +106,7 @@ fn rfc3339_timestamp(text: &str) -> Option<(Timestamp, &str)> {
     }
     let (word, rest) = text.split_once(' ')?;
     let time = chrono::DateTime::parse_from_rfc3339(word).ok()?;
-    Some((Timestamp(time.timestamp_nanos_opt()?), rest))
+    Some((Timestamp::from_nanos(time.timestamp_nanos_opt()?), rest))
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ fn timestamp(text: &str) -> Option<Timestamp> {
             return None;
         }
     }
-    time.timestamp_nanos_opt().map(Timestamp)
+    time.timestamp_nanos_opt().map(Timestamp::from_nanos)
 }
 
 /// `-` or one or more `[SD-ID *(SP PARAM="VALUE")]`; returns what follows.

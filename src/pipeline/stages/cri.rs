@@ -179,7 +179,10 @@ mod tests {
         let out = run_one("- cri: {}", "2019-04-30T02:12:41.8443515Z stdout F message");
         assert_eq!(out.line, "message");
         assert_eq!(out.labels["stream"], "stdout");
-        assert_eq!(out.timestamp, Timestamp(1_556_590_361_844_351_500));
+        assert_eq!(
+            out.timestamp,
+            Timestamp::from_nanos(1_556_590_361_844_351_500)
+        );
         assert_eq!(out.extracted["content"], json!("message"));
         assert_eq!(out.extracted["stream"], json!("stdout"));
         assert_eq!(out.extracted["flags"], json!("F"));
@@ -208,7 +211,7 @@ mod tests {
         let labels: BTreeMap<String, String> = [("job".to_string(), "k8s".to_string())]
             .into_iter()
             .collect();
-        Entry::new(Timestamp(0), text, labels, origin)
+        Entry::new(Timestamp::from_nanos(0), text, labels, origin)
     }
 
     #[test]
@@ -257,7 +260,7 @@ mod tests {
         let mk = |job: &str, text: &str, o: u64| {
             let labels: BTreeMap<String, String> =
                 [("job".to_string(), job.to_string())].into_iter().collect();
-            Entry::new(Timestamp(0), text, labels, o)
+            Entry::new(Timestamp::from_nanos(0), text, labels, o)
         };
         p.process(
             mk("a", "2024-01-01T00:00:01Z stdout P 0123456789", 1),

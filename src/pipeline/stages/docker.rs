@@ -215,7 +215,10 @@ mod tests {
         );
         assert_eq!(out.line, "log message\n");
         assert_eq!(out.labels["stream"], "stderr");
-        assert_eq!(out.timestamp, Timestamp(1_556_590_361_844_351_500));
+        assert_eq!(
+            out.timestamp,
+            Timestamp::from_nanos(1_556_590_361_844_351_500)
+        );
         assert_eq!(out.extracted["output"], json!("log message\n"));
         assert_eq!(out.extracted["stream"], json!("stderr"));
         assert_eq!(
@@ -239,7 +242,7 @@ mod tests {
         let labels: BTreeMap<String, String> = [("job".to_string(), "docker".to_string())]
             .into_iter()
             .collect();
-        Entry::new(Timestamp(0), line, labels, origin)
+        Entry::new(Timestamp::from_nanos(0), line, labels, origin)
     }
 
     #[test]

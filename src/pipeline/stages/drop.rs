@@ -274,8 +274,18 @@ mod tests {
         let (out, dropped) = run_entries(
             yaml,
             vec![
-                Entry::new(Timestamp(0), r#"{"msg":"a trace"}"#, Default::default(), 1),
-                Entry::new(Timestamp(0), r#"{"msg":"fine"}"#, Default::default(), 2),
+                Entry::new(
+                    Timestamp::from_nanos(0),
+                    r#"{"msg":"a trace"}"#,
+                    Default::default(),
+                    1,
+                ),
+                Entry::new(
+                    Timestamp::from_nanos(0),
+                    r#"{"msg":"fine"}"#,
+                    Default::default(),
+                    2,
+                ),
             ],
         );
         assert_eq!(out.len(), 1);

@@ -356,7 +356,7 @@ mod tests {
         // Promtail docs: `labels: {stream:}` after extracting stream=stderr.
         let e = run(
             "labels:\n  stream:\n  lvl: level\n  num: n\n  obj: o",
-            Entry::new(Timestamp(0), "x", labels(&[("job", "a")]), 0),
+            Entry::new(Timestamp::from_nanos(0), "x", labels(&[("job", "a")]), 0),
             &[
                 ("stream", json!("stderr")),
                 ("level", json!("warn")),
@@ -394,7 +394,7 @@ mod tests {
     fn static_labels() {
         let e = run(
             "static_labels:\n  custom_label: value\n  empty: ''\n  n: '5'",
-            Entry::new(Timestamp(0), "x", labels(&[]), 0),
+            Entry::new(Timestamp::from_nanos(0), "x", labels(&[]), 0),
             &[],
         );
         assert_eq!(e.labels, labels(&[("custom_label", "value"), ("n", "5")]));
@@ -416,7 +416,7 @@ mod tests {
         ]);
         let e = run(
             "labeldrop:\n  - kubernetes_pod_name\n  - kubernetes_container_name",
-            Entry::new(Timestamp(0), "x", input.clone(), 0),
+            Entry::new(Timestamp::from_nanos(0), "x", input.clone(), 0),
             &[],
         );
         assert_eq!(
@@ -428,7 +428,7 @@ mod tests {
         );
         let e = run(
             "labelallow:\n  - kubernetes_pod_name\n  - kubernetes_container_name",
-            Entry::new(Timestamp(0), "x", input, 0),
+            Entry::new(Timestamp::from_nanos(0), "x", input, 0),
             &[],
         );
         assert_eq!(
@@ -446,7 +446,7 @@ mod tests {
         let e = run(
             "structured_metadata:\n  traceID:\n  pod_uid:",
             Entry::new(
-                Timestamp(0),
+                Timestamp::from_nanos(0),
                 "x",
                 labels(&[("pod_uid", "b3937321"), ("job", "j")]),
                 0,
@@ -464,20 +464,20 @@ mod tests {
     fn output_replaces_the_line() {
         let e = run(
             "output:\n  source: message",
-            Entry::new(Timestamp(0), "{...}", labels(&[]), 0),
+            Entry::new(Timestamp::from_nanos(0), "{...}", labels(&[]), 0),
             &[("message", json!("hello, world!"))],
         );
         assert_eq!(e.line, "hello, world!");
         // Missing or non-string sources leave the line.
         let e = run(
             "output:\n  source: message",
-            Entry::new(Timestamp(0), "orig", labels(&[]), 0),
+            Entry::new(Timestamp::from_nanos(0), "orig", labels(&[]), 0),
             &[("message", json!({"a": 1}))],
         );
         assert_eq!(e.line, "orig");
         let e = run(
             "output:\n  source: nope",
-            Entry::new(Timestamp(0), "orig", labels(&[]), 0),
+            Entry::new(Timestamp::from_nanos(0), "orig", labels(&[]), 0),
             &[],
         );
         assert_eq!(e.line, "orig");
@@ -487,25 +487,30 @@ mod tests {
     fn tenant_from_source_value_label() {
         let e = run(
             "tenant:\n  source: customer_id",
-            Entry::new(Timestamp(0), "x", labels(&[]), 0),
+            Entry::new(Timestamp::from_nanos(0), "x", labels(&[]), 0),
             &[("customer_id", json!("1"))],
         );
         assert_eq!(e.labels[TENANT_LABEL], "1");
         let e = run(
             "tenant:\n  value: team-api",
-            Entry::new(Timestamp(0), "x", labels(&[]), 0),
+            Entry::new(Timestamp::from_nanos(0), "x", labels(&[]), 0),
             &[],
         );
         assert_eq!(e.labels[TENANT_LABEL], "team-api");
         let e = run(
             "tenant:\n  label: namespace",
-            Entry::new(Timestamp(0), "x", labels(&[("namespace", "ns1")]), 0),
+            Entry::new(
+                Timestamp::from_nanos(0),
+                "x",
+                labels(&[("namespace", "ns1")]),
+                0,
+            ),
             &[],
         );
         assert_eq!(e.labels[TENANT_LABEL], "ns1");
         let e = run(
             "tenant:\n  source: missing",
-            Entry::new(Timestamp(0), "x", labels(&[]), 0),
+            Entry::new(Timestamp::from_nanos(0), "x", labels(&[]), 0),
             &[],
         );
         assert!(!e.labels.contains_key(TENANT_LABEL));

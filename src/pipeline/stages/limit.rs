@@ -192,7 +192,7 @@ mod tests {
         if let Some(ns) = ns {
             labels.insert("namespace".to_string(), ns.to_string());
         }
-        Entry::new(Timestamp(0), "x", labels, o)
+        Entry::new(Timestamp::from_nanos(0), "x", labels, o)
     }
 
     #[test]

@@ -301,7 +301,7 @@ mod tests {
         for (i, l) in lines.iter().enumerate() {
             let (mut out, mut dropped) = (vec![], vec![]);
             p.process(
-                Entry::new(Timestamp(0), *l, labels.clone(), i as u64),
+                Entry::new(Timestamp::from_nanos(0), *l, labels.clone(), i as u64),
                 Instant::now(),
                 &mut out,
                 &mut dropped,

@@ -205,7 +205,12 @@ Exception: Sorry, this route always breaks
         let t0 = Instant::now();
         let (mut out, mut dropped) = (vec![], vec![]);
         for (i, line) in FLASK.lines().enumerate() {
-            let e = Entry::new(Timestamp(i as i64), line, labels("flask"), i as u64);
+            let e = Entry::new(
+                Timestamp::from_nanos(i as i64),
+                line,
+                labels("flask"),
+                i as u64,
+            );
             p.process(e, t0, &mut out, &mut dropped);
         }
         // The last block is still held.
@@ -226,7 +231,11 @@ Exception: Sorry, this route always breaks
                 .ends_with("\nException: Sorry, this route always breaks")
         );
         assert_eq!(out[1].line.lines().count(), 7);
-        assert_eq!(out[1].timestamp, Timestamp(1), "the first line's timestamp");
+        assert_eq!(
+            out[1].timestamp,
+            Timestamp::from_nanos(1),
+            "the first line's timestamp"
+        );
         assert_eq!(out[1].origin, 7, "the last line's origin");
         assert!(
             out[1].extracted["message"]
@@ -262,7 +271,7 @@ Exception: Sorry, this route always breaks
             .enumerate()
         {
             p.process(
-                Entry::new(Timestamp(0), *line, labels("x"), i as u64),
+                Entry::new(Timestamp::from_nanos(0), *line, labels("x"), i as u64),
                 now,
                 &mut out,
                 &mut dropped,
@@ -292,7 +301,7 @@ Exception: Sorry, this route always breaks
         .enumerate()
         {
             p.process(
-                Entry::new(Timestamp(0), *line, labels(job), i as u64),
+                Entry::new(Timestamp::from_nanos(0), *line, labels(job), i as u64),
                 now,
                 &mut out,
                 &mut dropped,

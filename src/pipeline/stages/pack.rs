@@ -78,7 +78,7 @@ mod tests {
 
     fn entry(line: &str, labels: &[(&str, &str)]) -> Entry {
         Entry::new(
-            Timestamp(5),
+            Timestamp::from_nanos(5),
             line,
             labels
                 .iter()
@@ -105,7 +105,7 @@ mod tests {
         assert_eq!(out[0].labels["job"], "j");
         assert_ne!(
             out[0].timestamp,
-            Timestamp(5),
+            Timestamp::from_nanos(5),
             "ingest_timestamp defaults to true"
         );
     }
@@ -120,7 +120,7 @@ mod tests {
             out[0].line,
             r#"{"container":"a\u0026b","_entry":"say \"hi\" \u003cnow\u003e"}"#
         );
-        assert_eq!(out[0].timestamp, Timestamp(5));
+        assert_eq!(out[0].timestamp, Timestamp::from_nanos(5));
         // No labels: just the entry.
         let (out, _) = run_entries("- pack: {}", vec![entry("x", &[])]);
         assert_eq!(out[0].line, r#"{"_entry":"x"}"#);

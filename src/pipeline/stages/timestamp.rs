@@ -67,17 +67,17 @@ impl Format {
                     return sec
                         .checked_mul(1_000_000_000)
                         .and_then(|s| s.checked_add(nsec))
-                        .map(Timestamp)
+                        .map(Timestamp::from_nanos)
                         .ok_or_else(|| "time out of range".to_string());
                 }
                 int(value)?
                     .checked_mul(1_000_000_000)
-                    .map(Timestamp)
+                    .map(Timestamp::from_nanos)
                     .ok_or_else(|| "time out of range".to_string())
             }
-            Format::UnixMs => Ok(Timestamp(int(value)?.wrapping_mul(1_000_000))),
-            Format::UnixUs => Ok(Timestamp(int(value)?.wrapping_mul(1_000))),
-            Format::UnixNs => Ok(Timestamp(int(value)?)),
+            Format::UnixMs => Ok(Timestamp::from_nanos(int(value)?.wrapping_mul(1_000_000))),
+            Format::UnixUs => Ok(Timestamp::from_nanos(int(value)?.wrapping_mul(1_000))),
+            Format::UnixNs => Ok(Timestamp::from_nanos(int(value)?)),
             Format::Named(layout) => layout.parse(value, &Zone::Utc),
             Format::Custom(layout, zone) => {
                 if layout.has_year() {

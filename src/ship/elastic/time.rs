@@ -183,7 +183,7 @@ mod tests {
             -1,
         ] {
             let mut out = Vec::new();
-            f.write(Timestamp(ns), &mut out);
+            f.write(Timestamp::from_nanos(ns), &mut out);
             let text = String::from_utf8(out).unwrap_or_default();
             let parsed = DateTime::parse_from_rfc3339(&text).map(|d| d.timestamp_nanos_opt());
             assert_eq!(parsed, Ok(Some(ns)), "{text}");
@@ -196,15 +196,18 @@ mod tests {
         let mut p = IndexPattern::new("logs-%Y.%m.%d-%H-%y%%x");
         // 2024-02-29T23:59:59Z, then a nanosecond later the next day.
         let leap = 1_709_251_199_000_000_000i64;
-        assert_eq!(p.name(Timestamp(leap)), "logs-2024.02.29-23-24%x");
         assert_eq!(
-            p.name(Timestamp(leap + 1_000_000_000)),
+            p.name(Timestamp::from_nanos(leap)),
+            "logs-2024.02.29-23-24%x"
+        );
+        assert_eq!(
+            p.name(Timestamp::from_nanos(leap + 1_000_000_000)),
             "logs-2024.03.01-00-24%x"
         );
         assert!(!p.is_fixed());
         let mut fixed = IndexPattern::new("app");
         assert!(fixed.is_fixed());
-        assert_eq!(fixed.name(Timestamp(leap)), "app");
+        assert_eq!(fixed.name(Timestamp::from_nanos(leap)), "app");
         let dt = DateTime::from_timestamp_nanos(leap);
         assert_eq!((dt.hour(), dt.day()), (23, 29));
     }

@@ -150,7 +150,7 @@ pub(crate) mod tests {
             spans.push(Line {
                 start,
                 end: text.len() as u32,
-                timestamp: Timestamp(1_700_000_000_000_000_000 + i as i64),
+                timestamp: Timestamp::from_nanos(1_700_000_000_000_000_000 + i as i64),
                 offset: text.len() as u64 + 1,
             });
             text.push('\n');

@@ -19,10 +19,6 @@
 //!   same alignment rules before comparing.
 //! - **Read-time timestamps** change at every run: a timestamp within the run (±2 s) becomes
 //!   `READ_TIME` (the regen script did the same to Promtail's output).
-//! - **`hostname` label**: logferry's `-stdin` adds it even when the config has a scrape config,
-//!   Promtail only to its built-in default (a known difference outside the pipeline, listed in
-//!   docs/pipeline.md); the runner removes a `hostname` label from logferry's output. No case
-//!   sets a label of that name.
 //! - **Order between streams**: logferry prints what one read produced grouped by label set
 //!   (a known difference outside the pipeline), and Promtail's own order between streams varies
 //!   from run to run when a `match` stage sends entries down different paths; both outputs are
@@ -222,18 +218,6 @@ fn aligned_header() -> Regex {
     .unwrap()
 }
 
-fn without_hostname(labels: &str) -> String {
-    let re = Regex::new(r#"(, )?hostname="(?:[^"\\]|\\.)*"(, )?"#).unwrap();
-    re.replace(labels, |c: &regex::Captures| {
-        if c.get(1).is_some() && c.get(2).is_some() {
-            ", ".to_string()
-        } else {
-            String::new()
-        }
-    })
-    .into_owned()
-}
-
 /// logferry's output as Promtail's printer would have laid it out.
 fn as_promtail_prints(stdout: &str, run: &Run) -> String {
     let header = entry_header();
@@ -249,7 +233,7 @@ fn as_promtail_prints(stdout: &str, run: &Run) -> String {
         };
         let whole = c.get(0).map_or(0, |m| m.end());
         let ts = &c[1];
-        let labels = without_hostname(&c[2]);
+        let labels = &c[2];
         let rebuilt = format!("{ts}\t{labels}\t{}", &entry[whole..]);
         let aligned = tab_align(&rebuilt);
         let is_read_time = chrono::DateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%S%.f%z")

@@ -3,7 +3,7 @@
 //! everything the stages hold is let out; then the input is done.
 
 use super::{Input, InputContext, InputError, RunningInput};
-use crate::config::{Config, ConfigError, PATH_EXCLUDE_LABEL, PATH_LABEL};
+use crate::config::{Config, ConfigError};
 use crate::entry::Timestamp;
 use crate::labels::LabelSet;
 use crate::pipeline::{CustomMetrics, Pipeline};
@@ -81,29 +81,25 @@ impl RunningInput for RunningStdin {
     }
 }
 
-/// The labels of stdin entries: `job="stdin"` and `hostname`, overridden by the first scrape
-/// config's first static labels (`__` labels left out).
+/// The labels of stdin entries, as Promtail gives them: the label sets of the first scrape
+/// config's static configs merged (later ones win); with no scrape config, Promtail's built-in
+/// `job="stdin"` and `hostname`. Internal `__` labels (`__path__`) are left out, as for every
+/// stream logferry sends.
 pub fn stdin_labels(config: &Config) -> LabelSet {
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    let statics = config
-        .scrape_configs
-        .first()
-        .and_then(|job| job.static_configs.first())
-        .map(|sc| sc.labels.0.clone())
-        .unwrap_or_default();
+    let Some(job) = config.scrape_configs.first() else {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        return LabelSet::new([("job", "stdin".to_string()), ("hostname", hostname)]);
+    };
+    let mut merged = std::collections::BTreeMap::new();
+    for sc in &job.static_configs {
+        merged.extend(sc.labels.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
     LabelSet::new(
-        [
-            ("job".to_string(), "stdin".to_string()),
-            ("hostname".to_string(), hostname),
-        ]
-        .into_iter()
-        .chain(
-            statics
-                .into_iter()
-                .filter(|(k, _)| k != PATH_LABEL && k != PATH_EXCLUDE_LABEL),
-        ),
+        merged
+            .into_iter()
+            .filter(|(k, v)| !k.starts_with("__") && !v.is_empty()),
     )
 }
 
@@ -139,13 +135,15 @@ fn read_stdin(input: StdinInput, ctx: &InputContext) -> Result<(), InputError> {
         };
         buf.truncate(base + n);
         offset += n as u64;
-        let split = if n == 0 {
+        let mut split = if n == 0 {
             let rest = splitter.split(buf, offset);
             debug_assert!(rest.spans.is_empty());
             splitter.finish(offset)
         } else {
             splitter.split(buf, offset)
         };
+        // Promtail skips blank lines of standard input (a line of only `\r` included).
+        split.spans.retain(|span| span.end > span.start);
         if !split.spans.is_empty() {
             let (ts, last) = split.stamp(last_ts);
             last_ts = last;

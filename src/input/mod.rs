@@ -13,6 +13,7 @@
 //! ([`RunningInput::reconfigure`]) and restarted only if it cannot take it in place.
 
 pub mod files;
+pub mod journal;
 pub mod records;
 pub mod stdin;
 
@@ -96,7 +97,8 @@ pub trait RunningInput: Send {
 }
 
 /// The inputs a config asks for, resolved (pipelines built, globs compiled): standard input
-/// alone with `-stdin`, else the file targets of every scrape config. Errors name `origin`
+/// alone with `-stdin`, else the file targets of every scrape config and one input per
+/// `journal:` job. Errors name `origin`
 /// (the config file) and the key.
 pub fn plan(
     config: &Config,
@@ -113,9 +115,16 @@ pub fn plan(
             config, origin, custom,
         )?)]);
     }
-    Ok(vec![Box::new(files::FilesInput::new(
-        config, origin, custom,
-    )?)])
+    let mut inputs: Vec<Box<dyn Input>> =
+        vec![Box::new(files::FilesInput::new(config, origin, custom)?)];
+    inputs.extend(
+        config
+            .scrape_configs
+            .iter()
+            .filter_map(journal::JournalInput::new)
+            .map(|input| Box::new(input) as Box<dyn Input>),
+    );
+    Ok(inputs)
 }
 
 /// Builds the `pipeline_stages` of scrape config `index`; None when it has none.

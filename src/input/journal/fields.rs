@@ -4,7 +4,7 @@
 use crate::entry::Timestamp;
 use crate::input::records::Record;
 use sdjournal::EntryRef;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// The prefix of the labels every field is offered as to `relabel_configs`.
@@ -23,26 +23,46 @@ pub struct Shape {
     /// The job's `labels`.
     pub labels: BTreeMap<String, String>,
     pub json: bool,
+    /// Label name of each field name seen so far: the same few dozen fields repeat in every
+    /// entry, so each is lower-cased once.
+    names: HashMap<String, String>,
 }
 
 impl Shape {
-    pub fn record(&self, entry: &EntryRef, cursor: Arc<str>) -> Result<Record, Skip> {
+    pub fn new(labels: BTreeMap<String, String>, json: bool) -> Shape {
+        Shape {
+            labels,
+            json,
+            names: HashMap::new(),
+        }
+    }
+
+    pub fn record(&mut self, entry: &EntryRef, cursor: Arc<str>) -> Result<Record, Skip> {
         let mut labels = self.labels.clone();
-        let mut fields: BTreeMap<&str, String> = BTreeMap::new();
+        let mut json: BTreeMap<&str, String> = BTreeMap::new();
         for (name, value) in entry.iter_fields() {
+            let value = String::from_utf8_lossy(value).into_owned();
+            if self.json {
+                json.insert(name, value.clone());
+            }
+            let label = match self.names.get(name) {
+                Some(label) => label.clone(),
+                None => {
+                    let label = format!("{PREFIX}{}", name.to_ascii_lowercase());
+                    self.names.insert(name.to_string(), label.clone());
+                    label
+                }
+            };
             // A field may repeat; as with Promtail's map of fields, the last one wins.
-            fields.insert(name, String::from_utf8_lossy(value).into_owned());
+            labels.insert(label, value);
         }
         let line = if self.json {
-            serde_json::to_string(&fields).map_err(|_| Skip::NoMessage)?
+            serde_json::to_string(&json).map_err(|_| Skip::NoMessage)?
         } else {
-            fields.get("MESSAGE").cloned().ok_or(Skip::NoMessage)?
+            labels.get(MESSAGE_LABEL).cloned().ok_or(Skip::NoMessage)?
         };
-        if let Some(keyword) = fields.get("PRIORITY").and_then(|p| priority_keyword(p)) {
+        if let Some(keyword) = labels.get(PRIORITY_LABEL).and_then(|p| priority_keyword(p)) {
             labels.insert(format!("{PREFIX}priority_keyword"), keyword.to_string());
-        }
-        for (name, value) in fields {
-            labels.insert(format!("{PREFIX}{}", name.to_ascii_lowercase()), value);
         }
         let micros = i64::try_from(entry.realtime_usec()).unwrap_or(i64::MAX / 1000);
         Ok(Record {
@@ -53,6 +73,9 @@ impl Shape {
         })
     }
 }
+
+const MESSAGE_LABEL: &str = "__journal_message";
+const PRIORITY_LABEL: &str = "__journal_priority";
 
 /// syslog's names of the priorities 0 to 7, as Promtail spells them.
 pub fn priority_keyword(priority: &str) -> Option<&'static str> {

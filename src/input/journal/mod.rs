@@ -74,10 +74,7 @@ impl Input for JournalInput {
             roots: self.roots(),
             matches: self.journal.matches.0.clone(),
             max_age: self.journal.max_age.0,
-            shape: fields::Shape {
-                labels: self.journal.labels.0.clone(),
-                json: self.journal.json,
-            },
+            shape: fields::Shape::new(self.journal.labels.0.clone(), self.journal.json),
         };
         let saved = saved.map(|c| c.as_str().to_string());
         let stop = Arc::new(AtomicBool::new(false));

@@ -609,3 +609,50 @@ fn a_corrupt_journal_file_is_reported_and_the_others_are_read() {
         agent.stderr()
     );
 }
+
+#[test]
+fn a_reload_keeps_an_unchanged_job_and_restarts_a_changed_one_from_its_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_dir(dir.path());
+    let file = journal.join("system.journal");
+    write_journal(
+        &file,
+        &numbered("r", "x.service", 0, 100, now_us() - 60_000_000),
+    );
+    let loki = Receiver::start();
+    let cfg = config(dir.path(), &loki, "", "");
+    let mut agent = Agent::start(&cfg);
+    assert!(
+        loki.wait_for_entries(100, SOON),
+        "{}",
+        agent.tail_of_stderr()
+    );
+    let reloads = |agent: &Agent| agent.stderr().matches("config reloaded").count();
+
+    // The same config again: the job goes on as it was.
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(agent.pid(), libc::SIGHUP) };
+    assert!(wait_until(SOON, || reloads(&agent) == 1));
+    write_journal(&file, &numbered("r", "x.service", 100, 50, now_us()));
+    assert!(loki.wait_for_entries(150, SOON));
+
+    // New labels: the job restarts, after the acknowledged cursor, with them.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("{job: systemd}", "{job: changed}")).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(agent.pid(), libc::SIGHUP) };
+    assert!(wait_until(SOON, || reloads(&agent) == 2));
+    write_journal(&file, &numbered("r", "x.service", 150, 50, now_us()));
+    assert!(
+        loki.wait_for_entries(200, SOON),
+        "{}",
+        agent.tail_of_stderr()
+    );
+    agent.stop();
+    let got = loki.entries();
+    assert_eq!(got.len(), 200, "nothing lost or read twice across reloads");
+    let jobs: Vec<&str> = got.iter().map(|e| e.label("job").unwrap_or("")).collect();
+    assert!(jobs[..150].iter().all(|j| *j == "systemd"));
+    assert!(jobs[150..].iter().all(|j| *j == "changed"), "{jobs:?}");
+    assert_eq!(lines(&loki), messages(&journalctl(&journal, &[])));
+}

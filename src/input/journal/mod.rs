@@ -27,6 +27,8 @@ pub struct JournalInput {
     /// The job as it runs, to tell whether a reload changed it: relabel rules have no
     /// equality of their own, their printed form stands in for it.
     fingerprint: String,
+    /// Where the job it replaces stopped reading (set when a reload restarts the job).
+    handover: read::Handover,
 }
 
 impl JournalInput {
@@ -41,6 +43,7 @@ impl JournalInput {
             job: job.clone(),
             journal,
             fingerprint,
+            handover: read::Handover::default(),
         })
     }
 
@@ -76,16 +79,26 @@ impl Input for JournalInput {
             max_age: self.journal.max_age.0,
             shape: fields::Shape::new(self.journal.labels.0.clone(), self.journal.json),
         };
-        let saved = saved.map(|c| c.as_str().to_string());
+        // A job restarted by a reload goes on after what the one it replaces read and sent;
+        // otherwise after what was acknowledged.
+        let handed = self
+            .handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let saved = handed.or_else(|| saved.map(|c| c.as_str().to_string()));
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let reader = ctx.clone();
+        let handover = read::Handover::default();
+        let out = handover.clone();
         let thread = super::spawn(&name, &ctx, move || {
-            read::run(job, step, saved, flag, &reader)
+            read::run(job, step, saved, flag, out, &reader)
         })?;
         Ok(Box::new(RunningJournal {
             fingerprint: self.fingerprint,
             stop,
+            handover,
             thread,
         }))
     }
@@ -102,6 +115,7 @@ impl Input for JournalInput {
 struct RunningJournal {
     fingerprint: String,
     stop: Arc<AtomicBool>,
+    handover: read::Handover,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -109,10 +123,18 @@ impl RunningInput for RunningJournal {
     /// Kept as it is when the job did not change; otherwise restarted, resuming from the
     /// acknowledged cursor.
     fn reconfigure(&mut self, next: Box<dyn Input>) -> Option<Box<dyn Input>> {
-        match next.as_any().downcast_ref::<JournalInput>() {
-            Some(same) if same.fingerprint == self.fingerprint => None,
-            _ => Some(next),
+        let unchanged = match next.as_any().downcast_ref::<JournalInput>() {
+            Some(planned) => planned.fingerprint == self.fingerprint,
+            None => return Some(next),
+        };
+        if unchanged {
+            return None;
         }
+        // A JournalInput, as just checked.
+        let mut changed = next.into_any().downcast::<JournalInput>().ok()?;
+        // Filled when this one stops, before the new one starts.
+        changed.handover = self.handover.clone();
+        Some(changed)
     }
 
     fn stop(&mut self) {

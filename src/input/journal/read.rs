@@ -12,8 +12,8 @@ use crate::metrics::{HostReason, ReasonLabel};
 use sdjournal::{Cursor, Journal, JournalConfig};
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often the journal is looked at for new entries.
@@ -39,11 +39,16 @@ struct Position {
     since: u64,
 }
 
+/// The cursor of the last entry a stopped job read and sent: where the job restarted by a
+/// reload goes on. Its entries are still on their way to the outputs, which outlive the reload.
+pub type Handover = Arc<Mutex<Option<String>>>;
+
 pub fn run(
     job: Job,
     mut step: RecordStep,
     saved: Option<String>,
     stop: Arc<AtomicBool>,
+    handover: Handover,
     ctx: &InputContext,
 ) -> Result<(), InputError> {
     let now = micros(SystemTime::now());
@@ -66,6 +71,23 @@ pub fn run(
         ctx: ctx.clone(),
         stop,
     };
+    follow(&mut reader, &mut step, ctx)?;
+    // Asked to stop: what the stages hold is sent too, so a restart can go on right after the
+    // last entry read instead of after the last one acknowledged.
+    if reader.stopped()
+        && step.finish()
+        && let Some(cursor) = &reader.position.cursor
+    {
+        *handover.lock().unwrap_or_else(|p| p.into_inner()) = Some(cursor.to_string());
+    }
+    Ok(())
+}
+
+fn follow(
+    reader: &mut Reader,
+    step: &mut RecordStep,
+    ctx: &InputContext,
+) -> Result<(), InputError> {
     let mut last = None;
     let mut announced = false;
     loop {
@@ -73,6 +95,11 @@ pub fn run(
             return Ok(());
         }
         let snapshot = Snapshot::take(&reader.job.roots);
+        if !announced {
+            // Ready once the journal was looked at: a long catch-up does not hold readiness.
+            announced = true;
+            (ctx.started)(&format!("journal/{}", reader.job.name));
+        }
         if last.as_ref() != Some(&snapshot) {
             reader.report_broken(&snapshot);
             let empty = snapshot.is_empty();
@@ -83,13 +110,9 @@ pub fn run(
                     "no journal files",
                     format_args!("no journal files under {roots} yet"),
                 );
-            } else if !reader.pass(&mut step)? {
+            } else if !reader.pass(step)? {
                 return Ok(());
             }
-        }
-        if !announced {
-            announced = true;
-            (ctx.started)(&format!("journal/{}", reader.job.name));
         }
         if step.next_deadline().is_some_and(|at| at <= Instant::now()) && !step.send(Instant::now())
         {

@@ -125,11 +125,11 @@ fn bad_configs_name_the_file_line_and_key() {
         ),
         (
             "journal.yaml",
-            "scrape_configs:\n- job_name: j\n  journal:\n    max_age: 12h\n",
+            "scrape_configs:\n- job_name: j\n  journal:\n    max_age: 12h\n    matches: _SYSTEMD_UNIT\n",
             &[
-                "journal.yaml:3:3:",
-                "scrape_configs[0].journal",
-                "not supported yet",
+                "journal.yaml:5:5:",
+                "scrape_configs[0].journal.matches",
+                "not FIELD=value",
             ],
         ),
     ];

@@ -681,6 +681,11 @@ fn host_config_reads_current_logs_and_leaves_rotated_ones() {
             .replace(
                 "/var/lib/logferry",
                 &root.path().join("state").display().to_string(),
+            )
+            // Not this machine's journal: files only.
+            .replace(
+                "    journal:\n",
+                &format!("    journal:\n      path: {}/journal\n", var_log.display()),
             ),
     );
     let entries = dry_run(

@@ -91,6 +91,7 @@ pub(super) fn readiness(inputs: usize, ready: Arc<AtomicBool>) -> Arc<dyn Fn(&st
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
             .map_or(0, |before| before - 1);
         if left == 0 && !ready.swap(true, Ordering::AcqRel) {
+            tracing::info!("every input started");
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         }
     })

@@ -489,8 +489,8 @@ pub struct ScrapeConfig {
     pub pipeline_stages: Vec<serde_yaml_ng::Value>,
     #[serde(default, skip_serializing)]
     pub relabel_configs: Vec<crate::relabel::RelabelConfig>,
-    #[serde(default, skip_serializing)]
-    pub journal: Option<Unsupported>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syslog: Option<SyslogConfig>,
     #[serde(default, skip_serializing)]
@@ -617,6 +617,78 @@ pub struct SyslogTlsConfig {
 pub enum ClientAuth {
     Required,
     Optional,
+}
+
+/// `journal:` — read the systemd journal's files (Promtail's keys and defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// With no saved cursor (or one older than this), reading starts this long before now.
+    #[serde(default = "JournalConfig::default_max_age")]
+    pub max_age: GoDuration,
+    /// The line is a JSON object of all the entry's fields instead of its `MESSAGE`.
+    #[serde(default)]
+    pub json: bool,
+    /// A journal directory; None reads the system's (`/var/log/journal`, `/run/log/journal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub labels: TargetLabels,
+    #[serde(default, skip_serializing_if = "JournalMatches::is_empty")]
+    pub matches: JournalMatches,
+}
+
+impl JournalConfig {
+    fn default_max_age() -> GoDuration {
+        GoDuration::from_secs(7 * 3600)
+    }
+}
+
+/// `matches:` — space-separated `FIELD=value` terms, all of which an entry must have.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalMatches(pub Vec<(String, String)>);
+
+impl JournalMatches {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Promtail's syntax: terms split on spaces, each `FIELD=value`; a journal field name is
+    /// upper-case letters, digits and `_`, not starting with a digit.
+    pub fn parse(text: &str) -> Result<JournalMatches, String> {
+        let mut terms = Vec::new();
+        for term in text.split_whitespace() {
+            let Some((field, value)) = term.split_once('=') else {
+                return Err(format!("{term:?} is not FIELD=value"));
+            };
+            let valid = !field.is_empty()
+                && !field.starts_with(|c: char| c.is_ascii_digit())
+                && field
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !valid {
+                return Err(format!(
+                    "{field:?} in {term:?} is not a journal field name (A-Z, 0-9, _)"
+                ));
+            }
+            terms.push((field.to_string(), value.to_string()));
+        }
+        Ok(JournalMatches(terms))
+    }
+}
+
+impl<'de> Deserialize<'de> for JournalMatches {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Option::<String>::deserialize(deserializer)?.unwrap_or_default();
+        JournalMatches::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for JournalMatches {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let terms: Vec<String> = self.0.iter().map(|(f, v)| format!("{f}={v}")).collect();
+        serializer.serialize_str(&terms.join(" "))
+    }
 }
 
 /// One entry of `static_configs:` — labels for a set of files.

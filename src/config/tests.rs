@@ -46,9 +46,9 @@ fn unknown_keys_name_file_line_and_key() {
 
 #[test]
 fn unsupported_keys_say_so() {
-    let e = err("scrape_configs:\n- job_name: j\n  journal:\n    max_age: 12h\n");
+    let e = err("scrape_configs:\n- job_name: j\n  gcplog:\n    project_id: p\n");
     assert!(
-        e.starts_with("cfg.yaml:3:3: scrape_configs[0].journal: not supported yet"),
+        e.starts_with("cfg.yaml:3:3: scrape_configs[0].gcplog: not supported yet"),
         "{e}"
     );
     let e = err("wal:\n  enabled: true\n");
@@ -160,4 +160,42 @@ fn client_settings_are_checked_at_load() {
         "x",
     )
     .unwrap();
+}
+
+#[test]
+fn journal_config_has_promtails_defaults_and_checks_matches() {
+    let config = Config::parse(
+        "scrape_configs:\n- job_name: j\n  journal:\n    labels: {job: systemd}\n    matches: _SYSTEMD_UNIT=ssh.service PRIORITY=3\n",
+        "x",
+    )
+    .unwrap();
+    let journal = config.scrape_configs[0].journal.clone().unwrap();
+    assert_eq!(journal.max_age, GoDuration::from_secs(7 * 3600));
+    assert!(!journal.json);
+    assert_eq!(journal.path, None);
+    assert_eq!(
+        journal.matches.0,
+        vec![
+            ("_SYSTEMD_UNIT".to_string(), "ssh.service".to_string()),
+            ("PRIORITY".to_string(), "3".to_string())
+        ]
+    );
+    let e = err(
+        "scrape_configs:\n- job_name: j\n  journal:\n    json: true\n    matches: _SYSTEMD_UNIT\n",
+    );
+    assert!(
+        e.starts_with(
+            "cfg.yaml:5:5: scrape_configs[0].journal.matches: \"_SYSTEMD_UNIT\" is not FIELD=value"
+        ),
+        "{e}"
+    );
+    let e = err("scrape_configs:\n- job_name: j\n  journal:\n    matches: unit=x\n");
+    assert!(e.contains("not a journal field name"), "{e}");
+    let e = err("scrape_configs:\n- job_name: j\n  journal:\n    max_age: soon\n");
+    assert!(
+        e.starts_with("cfg.yaml:4:5: scrape_configs[0].journal.max_age"),
+        "{e}"
+    );
+    let e = err("scrape_configs:\n- job_name: j\n  journal:\n    paths: /x\n");
+    assert!(e.contains("unknown field `paths`"), "{e}");
 }

@@ -13,6 +13,7 @@
 //! ([`RunningInput::reconfigure`]) and restarted only if it cannot take it in place.
 
 pub mod files;
+pub mod journal;
 pub mod records;
 pub mod stdin;
 pub mod syslog;
@@ -103,8 +104,9 @@ pub trait RunningInput: Send {
 }
 
 /// The inputs a config asks for, resolved (pipelines built, globs compiled): standard input
-/// alone with `-stdin`, else the file targets of every scrape config and one listener per
-/// `syslog:` job (key `syslog/<job_name>`). Errors name `origin` (the config file) and the key.
+/// alone with `-stdin`, else the file targets of every scrape config, one listener per
+/// `syslog:` job (key `syslog/<job_name>`) and one reader per `journal:` job (key
+/// `journal/<job_name>`). Errors name `origin` (the config file) and the key.
 pub fn plan(
     config: &Config,
     origin: &str,
@@ -126,11 +128,18 @@ pub fn plan(
             inputs.push(Box::new(listener));
         }
     }
-    // A config of listeners only has no files to read (and no reason to warn about it).
+    inputs.extend(
+        config
+            .scrape_configs
+            .iter()
+            .filter_map(journal::JournalInput::new)
+            .map(|input| Box::new(input) as Box<dyn Input>),
+    );
+    // A config of listeners and journals only has no files to read (and no reason to warn).
     let has_files = config
         .scrape_configs
         .iter()
-        .any(|job| job.syslog.is_none() && !job.static_configs.is_empty());
+        .any(|job| job.syslog.is_none() && job.journal.is_none() && !job.static_configs.is_empty());
     if has_files || inputs.is_empty() {
         inputs.insert(0, Box::new(files::FilesInput::new(config, origin, custom)?));
     }

@@ -280,7 +280,10 @@ impl Agent {
     /// Waits until the agent logged that its first discovery is done.
     pub fn wait_started(&mut self) {
         let started = wait_until(LONG, || {
-            self.stderr().contains("tailing started") || self.has_exited()
+            let stderr = self.stderr();
+            stderr.contains("tailing started")
+                || stderr.contains("every input started")
+                || self.has_exited()
         });
         if !started || self.has_exited() {
             // Collect everything it said before it went.

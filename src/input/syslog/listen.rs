@@ -5,7 +5,7 @@
 //! dropped, since nothing can hold a UDP sender back.
 
 use super::framing::{BrokenFraming, Decoder, Frame};
-use super::message;
+use super::message::{self, Wanted};
 use super::resolve::Resolver;
 use crate::config::SyslogConfig;
 use crate::entry::Timestamp;
@@ -46,6 +46,8 @@ pub struct Shared {
     pub resolver: Resolver,
     pub connections: Arc<Semaphore>,
     pub job: String,
+    /// The `__syslog_*` labels the job's relabeling reads.
+    wanted: Wanted,
     /// When a bad message was last logged: at most one warning a second per listener.
     last_warning: Mutex<Option<Instant>>,
     suppressed: AtomicU64,
@@ -57,8 +59,10 @@ impl Shared {
         config: SyslogConfig,
         counters: Arc<ListenerCounters>,
         drops: Drops,
+        wanted: Wanted,
     ) -> Shared {
         Shared {
+            wanted,
             config,
             counters,
             drops,
@@ -85,11 +89,15 @@ impl Shared {
     /// connection's.
     async fn connection_labels(&self, ip: IpAddr) -> BTreeMap<String, String> {
         let mut labels = self.config.labels.0.clone();
-        labels.insert("__syslog_connection_ip_address".into(), ip.to_string());
-        labels.insert(
-            "__syslog_connection_hostname".into(),
-            self.resolver.name(ip).await.to_string(),
-        );
+        if self.wanted.wants("__syslog_connection_ip_address") {
+            labels.insert("__syslog_connection_ip_address".into(), ip.to_string());
+        }
+        if self.wanted.wants("__syslog_connection_hostname") {
+            labels.insert(
+                "__syslog_connection_hostname".into(),
+                self.resolver.name(ip).await.to_string(),
+            );
+        }
         labels
     }
 
@@ -115,7 +123,7 @@ impl Shared {
             return None;
         };
         let mut labels = base.clone();
-        parsed.add_labels(&mut labels, self.config.label_structured_data);
+        parsed.add_labels(&mut labels, self.config.label_structured_data, &self.wanted);
         let timestamp = match parsed.timestamp {
             Some(t) if self.config.use_incoming_timestamp => t,
             _ => now,

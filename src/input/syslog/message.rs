@@ -124,10 +124,19 @@ const FACILITIES: [&str; 24] = [
 ];
 
 impl Message<'_> {
-    /// Adds the `__syslog_message_*` labels Promtail gives this message to `labels`.
-    pub fn add_labels(&self, labels: &mut BTreeMap<String, String>, structured_data: bool) {
+    /// Adds the `__syslog_message_*` labels Promtail gives this message to `labels`, those
+    /// that `wanted` names (relabeling reads no others, and every other `__` label is dropped
+    /// after it, so the rest would only cost allocations).
+    pub fn add_labels(
+        &self,
+        labels: &mut BTreeMap<String, String>,
+        structured_data: bool,
+        wanted: &Wanted,
+    ) {
         let mut set = |name: &str, value: &str| {
-            labels.insert(name.to_string(), value.to_string());
+            if wanted.wants(name) {
+                labels.insert(name.to_string(), value.to_string());
+            }
         };
         set(
             "__syslog_message_severity",
@@ -151,10 +160,42 @@ impl Message<'_> {
             for element in &self.structured_data {
                 let id = element.id.replace('@', "_");
                 for (name, value) in &element.params {
-                    labels.insert(format!("__syslog_message_sd_{id}_{name}"), value.clone());
+                    let label = format!("__syslog_message_sd_{id}_{name}");
+                    if wanted.wants(&label) {
+                        labels.insert(label, value.clone());
+                    }
                 }
             }
         }
+    }
+}
+
+/// The `__syslog_*` labels a job's relabeling can read: all of them when a rule matches label
+/// names by regex, else those its rules name.
+#[derive(Debug, Clone, Default)]
+pub struct Wanted(Option<std::collections::HashSet<String>>);
+
+impl Wanted {
+    pub fn from_rules(rules: &[crate::relabel::RelabelConfig]) -> Wanted {
+        use crate::relabel::Action;
+        if rules.iter().any(|r| {
+            matches!(
+                r.action,
+                Action::LabelMap | Action::LabelDrop | Action::LabelKeep
+            )
+        }) {
+            return Wanted(None);
+        }
+        let names = rules
+            .iter()
+            .flat_map(|r| r.source_labels.iter().chain([&r.target_label]))
+            .cloned()
+            .collect();
+        Wanted(Some(names))
+    }
+
+    pub fn wants(&self, name: &str) -> bool {
+        self.0.as_ref().is_none_or(|names| names.contains(name))
     }
 }
 
@@ -164,8 +205,37 @@ mod tests {
 
     fn labels(text: &str, sd: bool) -> BTreeMap<String, String> {
         let mut labels = BTreeMap::new();
-        parse(text).unwrap().add_labels(&mut labels, sd);
+        parse(text)
+            .unwrap()
+            .add_labels(&mut labels, sd, &Wanted::default());
         labels
+    }
+
+    #[test]
+    fn only_labels_relabeling_reads_are_made() {
+        let rules: Vec<crate::relabel::RelabelConfig> = serde_yaml_ng::from_str(
+            "- {source_labels: [__syslog_message_app_name], target_label: app}",
+        )
+        .unwrap();
+        let mut labels = BTreeMap::new();
+        parse("<14>1 - host app - - - x").unwrap().add_labels(
+            &mut labels,
+            true,
+            &Wanted::from_rules(&rules),
+        );
+        assert_eq!(
+            labels.keys().collect::<Vec<_>>(),
+            ["__syslog_message_app_name"]
+        );
+        let rules: Vec<crate::relabel::RelabelConfig> =
+            serde_yaml_ng::from_str("- {action: labelmap, regex: __syslog_(.+)}").unwrap();
+        let mut labels = BTreeMap::new();
+        parse("<14>1 - host app - - - x").unwrap().add_labels(
+            &mut labels,
+            true,
+            &Wanted::from_rules(&rules),
+        );
+        assert_eq!(labels.len(), 4);
     }
 
     #[test]

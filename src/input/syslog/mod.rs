@@ -183,6 +183,7 @@ impl Input for SyslogInput {
             self.config.clone(),
             counters,
             drops.clone(),
+            message::Wanted::from_rules(&self.relabel),
         ));
         let (queue, records) = mpsc::channel::<Vec<Record>>(QUEUE);
         let (stop_tx, stop_rx) = watch::channel(false);

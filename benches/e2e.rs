@@ -20,129 +20,15 @@ use logferry::ship::loki::encode::Encoder;
 use logferry::tail::lines::{LineLimit, Splitter};
 use loki_receiver::Receiver;
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const FILES: usize = 8;
-
-/// A small deterministic generator, so every run reads the same bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-}
-
-const PATHS: &[&str] = &[
-    "/",
-    "/index.html",
-    "/api/v1/orders",
-    "/api/v1/orders/8812/items",
-    "/static/app.3f9a1c.js",
-    "/static/style.css",
-    "/login",
-    "/healthz",
-    "/api/v2/search?q=rust+log+shipper&page=2",
-    "/images/products/12345/large.jpg",
-];
-const AGENTS: &[&str] = &[
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
-    "curl/8.5.0",
-    "Prometheus/2.51.0",
-];
-const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
-const STATUS: &[&str] = &["200", "200", "200", "304", "404", "500", "201"];
-const LEVELS: &[&str] = &["info", "info", "info", "debug", "warn", "error"];
-const MESSAGES: &[&str] = &[
-    "request completed",
-    "cache miss, fetching from origin",
-    "order placed",
-    "payment provider answered slowly",
-    "user session refreshed",
-    "retrying upstream call",
-];
-
-fn nginx_line(rng: &mut Rng, out: &mut Vec<u8>) {
-    let n = rng.next();
-    let _ = writeln!(
-        out,
-        "10.{}.{}.{} - - [21/Nov/2026:06:{:02}:{:02} +0000] \"{} {} HTTP/1.1\" {} {} \"-\" \"{}\"",
-        n % 256,
-        (n >> 8) % 256,
-        (n >> 16) % 256,
-        (n >> 24) % 60,
-        (n >> 32) % 60,
-        rng.pick(METHODS),
-        rng.pick(PATHS),
-        rng.pick(STATUS),
-        (n >> 40) % 50_000,
-        rng.pick(AGENTS)
-    );
-}
-
-fn json_line(rng: &mut Rng, out: &mut Vec<u8>) {
-    let n = rng.next();
-    let _ = writeln!(
-        out,
-        "{{\"ts\":\"2026-11-21T06:{:02}:{:02}.{:03}Z\",\"level\":\"{}\",\"msg\":\"{}\",\"trace_id\":\"{:016x}\",\"user_id\":{},\"duration_ms\":{}}}",
-        n % 60,
-        (n >> 8) % 60,
-        (n >> 16) % 1000,
-        rng.pick(LEVELS),
-        rng.pick(MESSAGES),
-        rng.next(),
-        (n >> 24) % 100_000,
-        (n >> 40) % 2_000
-    );
-}
-
-/// Writes `FILES` files totalling about `bytes`; returns their paths and the number of lines.
-fn make_files(dir: &Path, bytes: u64) -> (Vec<PathBuf>, u64) {
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let mut lines = 0;
-    let mut paths = vec![];
-    let mut buf = Vec::with_capacity(512);
-    for i in 0..FILES {
-        let path = dir.join(format!("app-{i}.log"));
-        let mut out = BufWriter::new(std::fs::File::create(&path).expect("create bench file"));
-        let mut written = 0u64;
-        while written < bytes / FILES as u64 {
-            buf.clear();
-            if i % 2 == 0 {
-                nginx_line(&mut rng, &mut buf)
-            } else {
-                json_line(&mut rng, &mut buf)
-            }
-            out.write_all(&buf).expect("write bench file");
-            written += buf.len() as u64;
-            lines += 1;
-        }
-        out.flush().expect("flush bench file");
-        paths.push(path);
-    }
-    (paths, lines)
-}
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the struct passed.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
+#[path = "common/workload.rs"]
+mod workload;
+use workload::{FILES, make_files, thread_cpu};
 
 /// The floor: read, split and encode+compress the files as logferry's output would, with no
 /// sink. Returns CPU time.

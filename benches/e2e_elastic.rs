@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/workload.rs"]
 mod workload;
-use workload::{FILES, make_files, thread_cpu};
+use workload::{FILES, make_files, proc_usage, thread_cpu};
 
 /// The floor: read, split, render and gzip the files as the Elasticsearch output would,
 /// with no sink. Returns CPU time.
@@ -104,34 +104,6 @@ fn floor(paths: &[PathBuf]) -> Duration {
     }
     std::hint::black_box(sink);
     thread_cpu() - start
-}
-
-/// CPU time (user + system) and peak RSS of a running process.
-fn proc_usage(pid: u32) -> (Duration, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let cpu = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    (Duration::from_secs_f64(cpu / ticks), hwm_kb * 1024)
 }
 
 struct Run {

@@ -14,6 +14,10 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/workload.rs"]
+mod workload;
+use workload::proc_usage;
+
 const HOSTS: &[&str] = &["fw-edge-01", "nas-02", "router-core", "relay-03"];
 const APPS: &[&str] = &["sshd", "kernel", "dhcpd", "nginx", "cron"];
 const TEXTS: &[&str] = &[
@@ -41,35 +45,6 @@ fn payload(id: usize, count: usize) -> Vec<u8> {
         let _ = write!(out, "{} {message}", message.len());
     }
     out
-}
-
-/// CPU time (user + system) and peak RSS of a running process.
-fn proc_usage(pid: u32) -> (Duration, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    (
-        Duration::from_secs_f64((field(11) + field(12)) / ticks),
-        hwm_kb * 1024,
-    )
 }
 
 fn env_or(name: &str, default: usize) -> usize {

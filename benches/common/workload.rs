@@ -1,6 +1,7 @@
-//! The workload the end-to-end benchmarks share: the same deterministic files of realistic
-//! nginx access and JSON application lines, and the CPU clocks they read, so that the Loki and
-//! the Elasticsearch figures are measured on the same bytes.
+//! What the end-to-end benchmarks share: the same deterministic files of realistic nginx access
+//! and JSON application lines (so that the Loki and the Elasticsearch figures are measured on
+//! the same bytes), and the clocks they read: a thread's CPU time, a process's CPU time and
+//! peak RSS.
 #![allow(dead_code)]
 
 use std::io::{BufWriter, Write};
@@ -123,4 +124,32 @@ pub fn thread_cpu() -> Duration {
     // SAFETY: clock_gettime only writes the struct passed.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time (user + system) and peak RSS of a running process.
+pub fn proc_usage(pid: u32) -> (Duration, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    (Duration::from_secs_f64(cpu / ticks), hwm_kb * 1024)
 }

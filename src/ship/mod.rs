@@ -8,6 +8,7 @@
 //! chunk to every current output. An output that was removed by a reload gets no new chunks
 //! and finishes with what it holds.
 
+pub mod batching;
 pub mod elastic;
 pub mod loki;
 pub mod print;

@@ -17,6 +17,7 @@ use crate::acknowledge::Acknowledger;
 use crate::config::ElasticsearchConfig;
 use crate::entry::Chunk;
 use crate::metrics::{HostLabel, HostReason, HostStatus, Metrics};
+use crate::ship::batching::aborted;
 use crate::ship::retry::{FailureLog, RetryPolicy, Transient, Verdict};
 use crate::status::{ClientStatus, StatusBoard, unix_seconds};
 use batch::Batch;
@@ -109,64 +110,6 @@ impl ElasticOutput {
         HostLabel {
             host: self.host.clone(),
         }
-    }
-
-    /// Batches and sends chunks until the queue closes (then flushes what it holds) or
-    /// `abort` turns true (then stops at once; what was not delivered stays unsettled).
-    async fn deliver(
-        mut self,
-        mut queue: mpsc::Receiver<Arc<Chunk>>,
-        abort: watch::Receiver<bool>,
-    ) {
-        let mut batch = Batch::default();
-        let mut rest: Option<(Arc<Chunk>, usize)> = None;
-        loop {
-            if let Some((chunk, from)) = rest.take() {
-                rest = self.add(&mut batch, &chunk, from).map(|r| (chunk, r));
-                if (rest.is_some() || batch.is_full(self.batch_size))
-                    && !self.send(batch.take(), &abort).await
-                {
-                    return;
-                }
-                continue;
-            }
-            let due = batch
-                .started()
-                .map(|t| tokio::time::Instant::from_std(t + self.batch_wait));
-            tokio::select! {
-                biased;
-                () = aborted(&abort) => return,
-                chunk = queue.recv() => match chunk {
-                    Some(chunk) => {
-                        let fill = queue.len() as f64 / queue.max_capacity().max(1) as f64;
-                        self.report(|c| c.queue_fill = fill);
-                        rest = self.add(&mut batch, &chunk, 0).map(|r| (chunk, r));
-                        if (rest.is_some() || batch.is_full(self.batch_size))
-                            && !self.send(batch.take(), &abort).await
-                        {
-                            return;
-                        }
-                    }
-                    None => {
-                        if !batch.is_empty() {
-                            self.send(batch.take(), &abort).await;
-                        }
-                        return;
-                    }
-                },
-                () = sleep_until(due) => if !self.send(batch.take(), &abort).await { return },
-            }
-        }
-    }
-
-    fn add(&mut self, batch: &mut Batch, chunk: &Arc<Chunk>, from: usize) -> Option<usize> {
-        batch.add(
-            &mut self.renderer,
-            chunk,
-            from,
-            self.batch_size,
-            Instant::now(),
-        )
     }
 
     /// Sends a batch until every document in it is delivered or dropped for good (true), or
@@ -419,6 +362,48 @@ impl ElasticOutput {
     }
 }
 
+impl crate::ship::batching::Batching for ElasticOutput {
+    type Batch = Batch;
+
+    fn empty_batch(&self) -> Batch {
+        Batch::default()
+    }
+
+    fn batch_wait(&self) -> Duration {
+        self.batch_wait
+    }
+
+    fn add(&mut self, batch: &mut Batch, chunk: &Arc<Chunk>, from: usize) -> Option<usize> {
+        batch.add(
+            &mut self.renderer,
+            chunk,
+            from,
+            self.batch_size,
+            Instant::now(),
+        )
+    }
+
+    fn is_full(&self, batch: &Batch) -> bool {
+        batch.is_full(self.batch_size)
+    }
+
+    fn is_empty(&self, batch: &Batch) -> bool {
+        batch.is_empty()
+    }
+
+    fn started(&self, batch: &Batch) -> Option<Instant> {
+        batch.started()
+    }
+
+    fn queue_fill(&mut self, fill: f64) {
+        self.report(|c| c.queue_fill = fill);
+    }
+
+    async fn send(&mut self, batch: Batch, abort: &watch::Receiver<bool>) -> bool {
+        ElasticOutput::send(self, batch, abort).await
+    }
+}
+
 impl crate::ship::Output for ElasticOutput {
     fn name(&self) -> String {
         self.host.clone()
@@ -430,7 +415,7 @@ impl crate::ship::Output for ElasticOutput {
         abort: watch::Receiver<bool>,
     ) -> crate::ship::OutputTask {
         Box::pin(async move {
-            self.deliver(queue, abort).await;
+            crate::ship::batching::run(*self, queue, abort).await;
             Ok(())
         })
     }
@@ -446,21 +431,6 @@ fn host_name() -> String {
     }
     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-/// Resolves once `abort` is true; never, if its sender is gone.
-async fn aborted(abort: &watch::Receiver<bool>) {
-    let mut abort = abort.clone();
-    if abort.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-async fn sleep_until(due: Option<tokio::time::Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

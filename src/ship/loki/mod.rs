@@ -9,6 +9,7 @@ use crate::acknowledge::Acknowledger;
 pub mod batch;
 pub mod encode;
 
+use super::batching::aborted;
 use super::retry::{FailureLog, RetryPolicy, Transient, Verdict};
 use crate::config::{ClientConfig, Compression, Encoding};
 use crate::entry::Chunk;
@@ -171,57 +172,6 @@ impl LokiClient {
     /// The `host:port` the client pushes to (its metrics label).
     pub fn host(&self) -> &str {
         &self.host
-    }
-
-    /// Batches and sends chunks until the queue closes (then flushes what it holds) or
-    /// `abort` turns true (then stops at once; what was not delivered stays unsettled).
-    pub async fn deliver(
-        mut self,
-        mut queue: mpsc::Receiver<Arc<Chunk>>,
-        abort: watch::Receiver<bool>,
-    ) {
-        let mut batch = Batch::default();
-        let mut rest: Option<(Arc<Chunk>, usize)> = None;
-        loop {
-            if let Some((chunk, from)) = rest.take() {
-                rest = batch
-                    .add(&chunk, from, self.batch_size, Instant::now())
-                    .map(|r| (chunk, r));
-                if (rest.is_some() || batch.is_full(self.batch_size))
-                    && !self.send(batch.take(), &abort).await
-                {
-                    return;
-                }
-                continue;
-            }
-            let due = batch
-                .started()
-                .map(|t| tokio::time::Instant::from_std(t + self.batch_wait));
-            tokio::select! {
-                biased;
-                () = aborted(&abort) => return,
-                chunk = queue.recv() => match chunk {
-                    Some(chunk) => {
-                        let fill = queue.len() as f64 / queue.max_capacity().max(1) as f64;
-                        self.report(|c| c.queue_fill = fill);
-                        if !batch.accepts(&chunk) && !self.send(batch.take(), &abort).await {
-                            return;
-                        }
-                        rest = batch.add(&chunk, 0, self.batch_size, Instant::now()).map(|r| (chunk, r));
-                        if (rest.is_some() || batch.is_full(self.batch_size)) && !self.send(batch.take(), &abort).await {
-                            return;
-                        }
-                    }
-                    None => {
-                        if !batch.is_empty() {
-                            self.send(batch.take(), &abort).await;
-                        }
-                        return;
-                    }
-                },
-                () = sleep_until(due) => if !self.send(batch.take(), &abort).await { return },
-            }
-        }
     }
 
     /// Sends one batch until it is delivered or dropped for good (true), or until abort (false).
@@ -391,6 +341,46 @@ impl LokiClient {
     }
 }
 
+impl super::batching::Batching for LokiClient {
+    type Batch = Batch;
+
+    fn empty_batch(&self) -> Batch {
+        Batch::default()
+    }
+
+    fn batch_wait(&self) -> Duration {
+        self.batch_wait
+    }
+
+    fn add(&mut self, batch: &mut Batch, chunk: &Arc<Chunk>, from: usize) -> Option<usize> {
+        batch.add(chunk, from, self.batch_size, Instant::now())
+    }
+
+    fn accepts(&self, batch: &Batch, chunk: &Chunk) -> bool {
+        batch.accepts(chunk)
+    }
+
+    fn is_full(&self, batch: &Batch) -> bool {
+        batch.is_full(self.batch_size)
+    }
+
+    fn is_empty(&self, batch: &Batch) -> bool {
+        batch.is_empty()
+    }
+
+    fn started(&self, batch: &Batch) -> Option<Instant> {
+        batch.started()
+    }
+
+    fn queue_fill(&mut self, fill: f64) {
+        self.report(|c| c.queue_fill = fill);
+    }
+
+    async fn send(&mut self, batch: Batch, abort: &watch::Receiver<bool>) -> bool {
+        LokiClient::send(self, batch, abort).await
+    }
+}
+
 impl super::Output for LokiClient {
     fn name(&self) -> String {
         self.host.clone()
@@ -402,23 +392,8 @@ impl super::Output for LokiClient {
         abort: watch::Receiver<bool>,
     ) -> super::OutputTask {
         Box::pin(async move {
-            self.deliver(queue, abort).await;
+            super::batching::run(*self, queue, abort).await;
             Ok(())
         })
-    }
-}
-
-/// Resolves once `abort` is true; never, if its sender is gone.
-async fn aborted(abort: &watch::Receiver<bool>) {
-    let mut abort = abort.clone();
-    if abort.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-async fn sleep_until(due: Option<tokio::time::Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
     }
 }

@@ -3,11 +3,15 @@
 //! files, splitting them into lines, and encoding and compressing them with the same codec,
 //! in-process, with no I/O to a sink.
 //!
-//! `cargo bench --bench e2e` runs it on 512 MiB (`LOGFERRY_BENCH_MB` changes that);
-//! `cargo test` runs it on 4 MiB, only to check that it works.
+//! `cargo bench --bench e2e` runs it on 512 MiB in 8 files; `LOGFERRY_BENCH_MB` changes the
+//! size and `LOGFERRY_BENCH_FILES` the number of files (`LOGFERRY_BENCH_FILES=1000
+//! LOGFERRY_BENCH_MB=250`: a node's thousand small container logs). `LOGFERRY_BENCH_BASELINE`
+//! names other builds of the binary (`:`-separated) to run on the same files in the same run, for
+//! a before and after. `cargo test` runs it on 4 MiB, only to check that it works.
 //!
-//! Reported per encoding: lines/s and MB/s of raw log, logferry's CPU seconds per GB (user +
-//! system, from /proc), its peak RSS, the floor's CPU seconds per GB, and their ratio.
+//! Reported per encoding: lines/s and MB/s of raw log, how long until the first line arrived,
+//! logferry's CPU seconds per GB (user + system, from /proc), its peak RSS, the floor's CPU
+//! seconds per GB, and their ratio.
 
 use logferry::acknowledge::Acknowledger;
 use logferry::config::{Compression, Encoding};
@@ -28,7 +32,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/workload.rs"]
 mod workload;
-use workload::{FILES, make_files, proc_usage, thread_cpu};
+use workload::{file_count, make_files, proc_usage, size_mb, thread_cpu};
 
 /// The floor: read, split and encode+compress the files as logferry's output would, with no
 /// sink. Returns CPU time.
@@ -97,15 +101,17 @@ fn floor(paths: &[PathBuf], encoding: Encoding, compression: Compression) -> Dur
 }
 
 struct Run {
+    /// Until the receiver had the first line: discovery, opening and the first push.
+    first: Duration,
     wall: Duration,
     cpu: Duration,
     peak_rss: u64,
 }
 
-fn ship(dir: &Path, glob: &str, lines: u64, encoding: &str) -> Run {
+fn ship(binary: &Path, run: &str, dir: &Path, glob: &str, lines: u64, encoding: &str) -> Run {
     let receiver = Receiver::builder().count_only(true).start();
-    let positions = dir.join(format!("positions-{encoding}.yaml"));
-    let config = dir.join(format!("config-{encoding}.yaml"));
+    let positions = dir.join(format!("positions-{encoding}-{run}.yaml"));
+    let config = dir.join(format!("config-{encoding}-{run}.yaml"));
     std::fs::write(
         &config,
         format!(
@@ -116,15 +122,23 @@ fn ship(dir: &Path, glob: &str, lines: u64, encoding: &str) -> Run {
     )
     .expect("write bench config");
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_logferry"))
+    let mut child = Command::new(binary)
         .arg(format!("-config.file={}", config.display()))
         .arg("-log.level=warn")
         .stdout(Stdio::null())
         .spawn()
         .expect("start logferry");
     let deadline = started + Duration::from_secs(600);
-    while receiver.stats().entries < lines && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    let mut first = None;
+    loop {
+        let got = receiver.stats().entries;
+        if got > 0 && first.is_none() {
+            first = Some(started.elapsed());
+        }
+        if got >= lines || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
     let wall = started.elapsed();
     let (cpu, peak_rss) = proc_usage(child.id());
@@ -137,6 +151,7 @@ fn ship(dir: &Path, glob: &str, lines: u64, encoding: &str) -> Run {
         "the receiver got {got} of {lines} lines ({encoding})"
     );
     Run {
+        first: first.unwrap_or(wall),
         wall,
         cpu,
         peak_rss,
@@ -144,17 +159,10 @@ fn ship(dir: &Path, glob: &str, lines: u64, encoding: &str) -> Run {
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let mb: u64 = if full {
-        std::env::var("LOGFERRY_BENCH_MB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(512)
-    } else {
-        4
-    };
+    let mb = size_mb(512);
+    let files = file_count();
     let dir = tempfile::tempdir().expect("temp dir");
-    let (paths, lines) = make_files(dir.path(), mb << 20);
+    let (paths, lines) = make_files(dir.path(), files, mb << 20);
     let bytes: u64 = paths
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
@@ -162,12 +170,22 @@ fn main() {
     let gb = bytes as f64 / 1e9;
     let glob = format!("{}/app-*.log", dir.path().display());
     println!(
-        "{FILES} files, {lines} lines, {:.1} MB (nginx access and JSON app lines)",
+        "{files} files, {lines} lines, {:.1} MB (nginx access and JSON app lines)",
         bytes as f64 / 1e6
     );
+    // Another build of logferry, run on the same files in the same run: how a change moved the
+    // figures, measured under the same load.
+    let mut binaries = vec![(String::new(), PathBuf::from(env!("CARGO_BIN_EXE_logferry")))];
+    if let Some(list) = std::env::var_os("LOGFERRY_BENCH_BASELINE") {
+        binaries.extend(
+            std::env::split_paths(&list)
+                .enumerate()
+                .map(|(i, b)| (format!(" (baseline {})", i + 1), b)),
+        );
+    }
     println!(
-        "{:<10} {:>12} {:>9} {:>11} {:>9} {:>11} {:>8}",
-        "encoding", "lines/s", "MB/s", "CPU-s/GB", "peak RSS", "floor s/GB", "ratio"
+        "{:<21} {:>10} {:>8} {:>9} {:>9} {:>9} {:>11} {:>7}",
+        "encoding", "lines/s", "MB/s", "1st line", "CPU-s/GB", "peak RSS", "floor s/GB", "ratio"
     );
     for (name, encoding, compression) in [
         ("protobuf", Encoding::Protobuf, Compression::Snappy),
@@ -175,18 +193,22 @@ fn main() {
     ] {
         // Warm the page cache so both sides read from memory.
         let floor_cpu = floor(&paths, encoding, compression);
-        let run = ship(dir.path(), &glob, lines, name);
-        let secs = run.wall.as_secs_f64();
-        let cpu_per_gb = run.cpu.as_secs_f64() / gb;
         let floor_per_gb = floor_cpu.as_secs_f64() / gb;
-        println!(
-            "{name:<10} {:>12.0} {:>9.1} {:>11.2} {:>7.1}MB {:>11.2} {:>7.2}x",
-            lines as f64 / secs,
-            bytes as f64 / 1e6 / secs,
-            cpu_per_gb,
-            run.peak_rss as f64 / (1 << 20) as f64,
-            floor_per_gb,
-            cpu_per_gb / floor_per_gb.max(1e-9)
-        );
+        for (i, (which, binary)) in binaries.iter().enumerate() {
+            let run = ship(binary, &i.to_string(), dir.path(), &glob, lines, name);
+            let secs = run.wall.as_secs_f64();
+            let cpu_per_gb = run.cpu.as_secs_f64() / gb;
+            println!(
+                "{:<21} {:>10.0} {:>8.1} {:>8.2}s {:>9.2} {:>7.1}MB {:>11.2} {:>6.2}x",
+                format!("{name}{which}"),
+                lines as f64 / secs,
+                bytes as f64 / 1e6 / secs,
+                run.first.as_secs_f64(),
+                cpu_per_gb,
+                run.peak_rss as f64 / (1 << 20) as f64,
+                floor_per_gb,
+                cpu_per_gb / floor_per_gb.max(1e-9)
+            );
+        }
     }
 }

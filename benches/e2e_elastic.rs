@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/workload.rs"]
 mod workload;
-use workload::{FILES, make_files, proc_usage, thread_cpu};
+use workload::{file_count, make_files, proc_usage, size_mb, thread_cpu};
 
 /// The floor: read, split, render and gzip the files as the Elasticsearch output would,
 /// with no sink. Returns CPU time.
@@ -151,17 +151,10 @@ fn ship(dir: &Path, glob: &str, lines: u64) -> Run {
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let mb: u64 = if full {
-        std::env::var("LOGFERRY_BENCH_MB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(512)
-    } else {
-        4
-    };
+    let mb = size_mb(512);
+    let files = file_count();
     let dir = tempfile::tempdir().expect("temp dir");
-    let (paths, lines) = make_files(dir.path(), mb << 20);
+    let (paths, lines) = make_files(dir.path(), files, mb << 20);
     let bytes: u64 = paths
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
@@ -169,7 +162,7 @@ fn main() {
     let gb = bytes as f64 / 1e9;
     let glob = format!("{}/app-*.log", dir.path().display());
     println!(
-        "{FILES} files, {lines} lines, {:.1} MB (nginx access and JSON app lines)",
+        "{files} files, {lines} lines, {:.1} MB (nginx access and JSON app lines)",
         bytes as f64 / 1e6
     );
     println!(

@@ -43,6 +43,47 @@ fn restart_after_a_graceful_stop_resumes_without_loss_or_repeat() {
     );
 }
 
+/// Names YAML would misread if written carelessly: each file's position survives a restart,
+/// so nothing is read twice.
+#[test]
+fn files_with_awkward_names_resume_where_they_stopped() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let names: Vec<std::path::PathBuf> = [
+        &b"colon: and #hash.log"[..],
+        b"quote\"back\\slash.log",
+        b"- dash.log",
+        b"true",
+        b"tab\tand\nnewline.log",
+        "ünïcödé 日本.log".as_bytes(),
+    ]
+    .iter()
+    .map(|n| logs.join(std::ffi::OsStr::from_bytes(n)))
+    .collect();
+    for (i, path) in names.iter().enumerate() {
+        append(path, format!("first run {i}\n"));
+    }
+    let config = Config::new(dir.path(), logs.join("*")).write(dir.path());
+
+    let mut first = Agent::start(&config);
+    first.wait_for_count(names.len(), SOON);
+    first.stop();
+    for (i, path) in names.iter().enumerate() {
+        append(path, format!("second run {i}\n"));
+    }
+    let mut second = Agent::start(&config);
+    second.wait_for_count(names.len(), SOON);
+    second.stop();
+    let mut lines = second.lines();
+    lines.sort();
+    let expected: Vec<String> = (0..names.len())
+        .map(|i| format!("second run {i}"))
+        .collect();
+    assert_eq!(lines, expected, "stderr:\n{}", second.stderr());
+}
+
 #[test]
 fn kill_9_loses_nothing_and_repeats_only_what_came_after_the_last_sync() {
     let dir = tempfile::tempdir().unwrap();

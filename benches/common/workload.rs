@@ -8,7 +8,31 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// How many files the workload spreads over unless `LOGFERRY_BENCH_FILES` says otherwise: a few
+/// big files, the shape of a web server's logs. Thousands of small files (a node with many
+/// containers) is the other shape the agent must handle at the same cost per byte.
 pub const FILES: usize = 8;
+
+/// MiB to write: `LOGFERRY_BENCH_MB` or `default` under `cargo bench`; 4 under `cargo test`,
+/// which only checks that the benchmark works.
+pub fn size_mb(default: u64) -> u64 {
+    if !std::env::args().any(|a| a == "--bench") {
+        return 4;
+    }
+    std::env::var("LOGFERRY_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The number of files from `LOGFERRY_BENCH_FILES`, or [`FILES`].
+pub fn file_count() -> usize {
+    std::env::var("LOGFERRY_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(FILES)
+}
 
 /// A small deterministic generator, so every run reads the same bytes.
 struct Rng(u64);
@@ -89,17 +113,17 @@ fn json_line(rng: &mut Rng, out: &mut Vec<u8>) {
     );
 }
 
-/// Writes `FILES` files totalling about `bytes`; returns their paths and the number of lines.
-pub fn make_files(dir: &Path, bytes: u64) -> (Vec<PathBuf>, u64) {
+/// Writes `files` files totalling about `bytes`; returns their paths and the number of lines.
+pub fn make_files(dir: &Path, files: usize, bytes: u64) -> (Vec<PathBuf>, u64) {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut lines = 0;
     let mut paths = vec![];
     let mut buf = Vec::with_capacity(512);
-    for i in 0..FILES {
+    for i in 0..files {
         let path = dir.join(format!("app-{i}.log"));
         let mut out = BufWriter::new(std::fs::File::create(&path).expect("create bench file"));
         let mut written = 0u64;
-        while written < bytes / FILES as u64 {
+        while written < bytes / files as u64 {
             buf.clear();
             if i % 2 == 0 {
                 nginx_line(&mut rng, &mut buf)

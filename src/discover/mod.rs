@@ -3,10 +3,14 @@
 //! [`Targets`] compiles each static config's `__path__` and `__path_exclude__` into glob
 //! patterns and answers two questions: which files match right now ([`Targets::scan`]), and
 //! which directories must be watched so that a new match is noticed at once
-//! ([`Targets::watch_roots`]). The [`watch`] module turns those into one inotify watcher.
+//! ([`Targets::watch_roots`]). The [`watch`] module turns those into one inotify watcher, and
+//! [`stamps`] tells whether matching again could find anything new.
 
 pub mod meta;
+pub mod stamps;
 pub mod watch;
+
+pub use stamps::DirStamps;
 
 use crate::config::{Config, PATH_EXCLUDE_LABEL, PATH_LABEL, expand_braces};
 use crate::labels::LabelSet;
@@ -89,6 +93,15 @@ impl Target {
     pub fn meta_changed(&self, path: &Path, cache: &meta::MetaCache) -> bool {
         !self.relabel.is_empty() && cache.changed(path)
     }
+}
+
+/// What one match of the globs found.
+#[derive(Debug)]
+pub struct Scan {
+    /// Each matched regular file, its target and its metadata.
+    pub files: Vec<(PathBuf, usize, std::fs::Metadata)>,
+    /// The directories the match depended on.
+    pub dirs: DirStamps,
 }
 
 /// A directory to watch, recursively or not.
@@ -174,8 +187,10 @@ impl Targets {
     }
 
     /// Every regular file the globs match now, with its target and what `stat` said of it
-    /// (so that callers need not look again), each path once.
-    pub fn scan(&self) -> Vec<(PathBuf, usize, std::fs::Metadata)> {
+    /// (so that callers need not look again), each path once; and the directories the match
+    /// depended on, stamped before it was made.
+    pub fn scan(&self) -> Scan {
+        let dirs = DirStamps::take(self.scanned_dirs());
         let mut seen = HashSet::new();
         let mut found = vec![];
         for (index, target) in self.targets.iter().enumerate() {
@@ -201,7 +216,35 @@ impl Targets {
                 }
             }
         }
-        found
+        Scan { files: found, dirs }
+    }
+
+    /// The directories whose entries decide what the globs match: for each glob, the directory
+    /// before its first wildcard and every directory matching a longer prefix of it (those the
+    /// walk lists or looks into). For a path without wildcards, its directory.
+    fn scanned_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![];
+        for pattern in self.targets.iter().flat_map(|t| t.include.iter()) {
+            let components: Vec<Component> = Path::new(pattern.as_str()).components().collect();
+            let wild = first_wildcard(&components);
+            let fixed = wild.unwrap_or(components.len().saturating_sub(1));
+            let mut base: PathBuf = components[..fixed].iter().collect();
+            if base.as_os_str().is_empty() {
+                base = PathBuf::from(".");
+            }
+            dirs.push(base);
+            // Prefixes ending before the last component, from the first wildcard on.
+            for end in (fixed + 1)..components.len() {
+                let prefix: PathBuf = components[..end].iter().collect();
+                let Ok(found) = glob::glob_with(&prefix.to_string_lossy(), MATCH) else {
+                    continue;
+                };
+                dirs.extend(found.flatten().filter(|p| p.is_dir()));
+            }
+        }
+        dirs.sort();
+        dirs.dedup();
+        dirs
     }
 
     /// The directories whose changes can make a new match: for each glob, the directory
@@ -220,11 +263,16 @@ impl Targets {
     }
 }
 
+/// The index of the first path component with a glob wildcard.
+fn first_wildcard(components: &[Component]) -> Option<usize> {
+    components
+        .iter()
+        .position(|c| c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+}
+
 fn watch_root(pattern: &Path) -> WatchRoot {
     let components: Vec<Component> = pattern.components().collect();
-    let wild = components
-        .iter()
-        .position(|c| c.as_os_str().to_string_lossy().contains(['*', '?', '[']));
+    let wild = first_wildcard(&components);
     let (static_len, recursive) = match wild {
         Some(i) => (i, i + 1 < components.len()),
         None => (components.len().saturating_sub(1), false),
@@ -298,6 +346,7 @@ mod tests {
         ));
         let mut found: Vec<String> = t
             .scan()
+            .files
             .into_iter()
             .map(|(p, _, _)| p.strip_prefix(d).unwrap().display().to_string())
             .collect();
@@ -310,6 +359,39 @@ mod tests {
                 "b.log",
                 "sub/c.log",
                 "sub/deeper/d.log"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_scan_depends_on_every_directory_its_globs_look_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["pods/a/app", "pods/b/app", "pods/c/other", "flat"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::write(d.join("pods/a/app/0.log"), "x\n").unwrap();
+        let t = targets(&format!(
+            "scrape_configs:\n- job_name: j\n  static_configs:\n  - labels: {{__path__: '{0}/pods/*/*/*.log'}}\n  - labels: {{__path__: '{0}/flat/one.log'}}\n",
+            d.display()
+        ));
+        let mut dirs: Vec<String> = t
+            .scanned_dirs()
+            .iter()
+            .map(|p| p.strip_prefix(d).unwrap().display().to_string())
+            .collect();
+        dirs.sort();
+        assert_eq!(
+            dirs,
+            vec![
+                "flat",
+                "pods",
+                "pods/a",
+                "pods/a/app",
+                "pods/b",
+                "pods/b/app",
+                "pods/c",
+                "pods/c/other"
             ]
         );
     }

@@ -19,7 +19,7 @@
 use super::checkpoint::{AckedCursor, AckedOffset};
 use super::identity::{FileId, Fingerprint};
 use super::table::{Record, Table};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -43,7 +43,7 @@ pub enum PositionsError {
     Corrupt { file: String, problem: String },
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OnDisk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,7 +58,7 @@ struct OnDisk {
     positions: Option<BTreeMap<String, serde_yaml_ng::Value>>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DiskRecord {
     path: PathBuf,
@@ -199,41 +199,6 @@ fn parse(text: &str) -> Result<Table, String> {
         }
     }
     Ok(Table::from_parts(records, by_path, cursors))
-}
-
-/// The file text for a table.
-pub(super) fn render(table: &Table) -> String {
-    let mut files: Vec<DiskRecord> = table
-        .records
-        .iter()
-        .map(|(id, r)| DiskRecord {
-            path: r.path.clone(),
-            offset: r.offset.get(),
-            device: Some(id.device),
-            inode: Some(id.inode),
-            fingerprint: Some(r.fingerprint.to_text()),
-        })
-        .chain(table.by_path.iter().map(|(path, (offset, _))| DiskRecord {
-            path: path.clone(),
-            offset: offset.get(),
-            device: None,
-            inode: None,
-            fingerprint: None,
-        }))
-        .collect();
-    files.sort_by(|a, b| (&a.path, a.inode).cmp(&(&b.path, b.inode)));
-    let body = serde_yaml_ng::to_string(&OnDisk {
-        version: Some(1),
-        files,
-        cursors: table
-            .cursors
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().to_string()))
-            .collect(),
-        positions: None,
-    })
-    .unwrap_or_else(|e| unreachable!("positions always serialize: {e}"));
-    format!("# logferry positions: bytes of each file that every client has acknowledged.\n{body}")
 }
 
 /// Writes `text` to `path` atomically: a temporary file in the same directory, fsync, rename

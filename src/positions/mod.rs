@@ -8,6 +8,7 @@
 mod checkpoint;
 pub mod file;
 mod identity;
+mod render;
 mod table;
 mod writer;
 

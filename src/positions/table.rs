@@ -187,7 +187,7 @@ impl Table {
             return None;
         }
         self.dirty = false;
-        Some(super::file::render(self))
+        Some(super::render::render(self))
     }
 
     /// Marks the table changed again (after a failed write).

@@ -31,6 +31,7 @@ pub mod lines;
 pub(crate) mod pipelined;
 
 use crate::acknowledge::Acknowledger;
+use crate::discover::DirStamps;
 use crate::discover::Targets;
 use crate::discover::meta::MetaCache;
 use crate::discover::watch::Watcher;
@@ -49,6 +50,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// One periodic rescan in this many looks at every known file (see [`Tailer::run`]).
 const THOROUGH_EVERY: u32 = 6;
+
+/// How soon after an asked-for rescan the globs are matched once more.
+const RESCAN_SETTLE: Duration = Duration::from_secs(1);
 
 /// How often, at most, the tailer publishes its files to the status page.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -127,6 +131,8 @@ pub struct Tailer {
     slots: u32,
     /// Periodic rescans so far.
     rescans: u32,
+    /// The directories the last match of the globs depended on.
+    scanned: DirStamps,
     status: Option<Arc<StatusBoard>>,
     /// Something the status page shows changed since it was last published.
     status_changed: bool,
@@ -167,6 +173,7 @@ impl Tailer {
             meta: MetaCache::new(),
             slots: 0,
             rescans: 0,
+            scanned: DirStamps::default(),
             status: None,
             status_changed: false,
             next_status: now,
@@ -316,7 +323,15 @@ impl Tailer {
                 let thorough = news.rescan
                     || self.watcher.is_polling()
                     || self.rescans.is_multiple_of(THOROUGH_EVERY);
-                self.rescan_with(thorough);
+                // Matching the globs again is needed only when a directory they walk changed,
+                // or when events may have been missed (asked for, or no inotify at all).
+                let rematch = news.rescan || self.watcher.is_polling() || !self.scanned.unchanged();
+                self.rescan_with(thorough, rematch);
+                if news.rescan {
+                    // What prompts a rescan is mostly a new directory, and files written into it
+                    // before its watch was in place send no event: look once more shortly after.
+                    self.next_rescan = self.next_rescan.min(now + RESCAN_SETTLE);
+                }
             }
             if self.watcher.is_polling() && now >= self.next_poll {
                 self.poll();
@@ -358,15 +373,36 @@ impl Tailer {
     /// Matches the globs again: new files are opened, known ones checked for rotation and
     /// truncation, and positions of long-gone files pruned.
     fn rescan(&mut self) {
-        self.rescan_with(true);
+        self.rescan_with(true, true);
     }
 
-    /// A rescan; `thorough` also checks every known file for rotation and truncation.
-    fn rescan_with(&mut self, thorough: bool) {
+    /// A rescan; `thorough` also checks every known file for rotation and truncation, and
+    /// `rematch` matches the globs again (otherwise the files are those of the last match).
+    fn rescan_with(&mut self, thorough: bool, rematch: bool) {
         let now = Instant::now();
         self.next_rescan = now + self.opts.rescan_every;
         self.watcher.update(&self.targets.watch_roots());
-        let found = self.targets.scan();
+        if rematch {
+            self.rematch(thorough);
+        } else {
+            self.recheck(thorough);
+        }
+        self.meta.prune();
+        let grace = self.opts.position_grace;
+        let pruned = self.acks.with_table(|t| t.prune(now, grace));
+        if pruned > 0 {
+            tracing::debug!(
+                pruned,
+                "forgot positions of files gone for longer than the grace period"
+            );
+        }
+    }
+
+    /// Matches the globs: opens new files, checks known ones, looks at those no longer matched.
+    fn rematch(&mut self, thorough: bool) {
+        let scan = self.targets.scan();
+        self.scanned = scan.dirs;
+        let found = scan.files;
         let found_paths: HashSet<PathBuf> = found.iter().map(|(p, _, _)| p.clone()).collect();
         for (path, target, meta) in found {
             if self.live.contains_key(&path) {
@@ -393,14 +429,35 @@ impl Tailer {
         for path in vanished {
             self.check(&path);
         }
-        self.meta.prune();
-        let grace = self.opts.position_grace;
-        let pruned = self.acks.with_table(|t| t.prune(now, grace));
-        if pruned > 0 {
-            tracing::debug!(
-                pruned,
-                "forgot positions of files gone for longer than the grace period"
-            );
+    }
+
+    /// What a rematch would do when no directory changed: the files are those already known,
+    /// so only their container metadata and (when `thorough`) their state are looked at, and
+    /// files that could not be opened are tried again.
+    fn recheck(&mut self, thorough: bool) {
+        let relabel: Vec<PathBuf> = self
+            .live
+            .values()
+            .filter(|tf| {
+                self.targets
+                    .get(tf.target)
+                    .is_some_and(|t| t.meta_changed(&tf.path, &self.meta))
+            })
+            .map(|tf| tf.path.clone())
+            .collect();
+        for path in relabel {
+            self.relabel_live(&path);
+        }
+        if thorough {
+            let paths: Vec<PathBuf> = self
+                .live
+                .keys()
+                .chain(self.unreadable.keys())
+                .cloned()
+                .collect();
+            for path in paths {
+                self.check(&path);
+            }
         }
     }
 

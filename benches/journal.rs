@@ -19,6 +19,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod workload;
 use workload::proc_usage;
 
+/// The binary measured: this build's, or `LOGFERRY_BENCH_BIN` (an earlier build, to compare
+/// under the same conditions).
+fn logferry_bin() -> std::path::PathBuf {
+    std::env::var_os("LOGFERRY_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_logferry").into())
+}
+
 const UNITS: &[&str] = &[
     "nginx.service",
     "postgresql@15-main.service",
@@ -136,7 +144,7 @@ fn main() {
     )
     .expect("write bench config");
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_logferry"))
+    let mut child = Command::new(logferry_bin())
         .arg(format!("-config.file={}", config.display()))
         .arg("-log.level=warn")
         .stdout(Stdio::null())

@@ -18,6 +18,14 @@ use std::time::{Duration, Instant};
 mod workload;
 use workload::proc_usage;
 
+/// The binary measured: this build's, or `LOGFERRY_BENCH_BIN` (an earlier build, to compare
+/// under the same conditions).
+fn logferry_bin() -> std::path::PathBuf {
+    std::env::var_os("LOGFERRY_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_logferry").into())
+}
+
 const HOSTS: &[&str] = &["fw-edge-01", "nas-02", "router-core", "relay-03"];
 const APPS: &[&str] = &["sshd", "kernel", "dhcpd", "nginx", "cron"];
 const TEXTS: &[&str] = &[
@@ -82,7 +90,7 @@ fn main() {
     .expect("write bench config");
     let payloads: Vec<Vec<u8>> = (0..senders).map(|id| payload(id, each)).collect();
     let bytes: usize = payloads.iter().map(Vec::len).sum();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_logferry"))
+    let mut child = Command::new(logferry_bin())
         .arg(format!("-config.file={}", config.display()))
         .arg("-log.level=warn")
         .stdout(Stdio::null())

@@ -17,7 +17,7 @@ mod rfc3164;
 mod rfc5424;
 mod tls;
 
-use super::records::{Record, RecordStep};
+use super::records::{RecordStep, RelabeledBatch, Relabeler};
 use super::{Input, InputContext, InputError, RunningInput};
 use crate::config::{Config, ConfigError, SyslogConfig, SyslogProtocol};
 use crate::metrics::HostReason;
@@ -183,9 +183,9 @@ impl Input for SyslogInput {
             self.config.clone(),
             counters,
             drops.clone(),
-            message::Wanted::from_rules(&self.relabel),
+            Relabeler::new(&self.relabel),
         ));
-        let (queue, records) = mpsc::channel::<Vec<Record>>(QUEUE);
+        let (queue, records) = mpsc::channel::<RelabeledBatch>(QUEUE);
         let (stop_tx, stop_rx) = watch::channel(false);
         match socket {
             Socket::Tcp(listener) => {
@@ -237,7 +237,7 @@ impl Input for SyslogInput {
 /// The input's thread: records from the sockets → the record step → the outputs.
 struct Forward {
     step: RecordStep,
-    records: mpsc::Receiver<Vec<Record>>,
+    records: mpsc::Receiver<RelabeledBatch>,
     drops: Drops,
     stop: watch::Sender<bool>,
 }
@@ -258,18 +258,14 @@ impl Forward {
                 Ok(Some(batch)) => {
                     let mut pending = batch.len() as u64;
                     let now = Instant::now();
-                    for record in batch {
-                        self.step.push(record, now);
-                    }
+                    self.step.push_batch(batch, now);
                     // Whatever else is queued goes in the same chunks.
                     while pending < 10_000 {
                         let Ok(batch) = self.records.try_recv() else {
                             break;
                         };
                         pending += batch.len() as u64;
-                        for record in batch {
-                            self.step.push(record, now);
-                        }
+                        self.step.push_batch(batch, now);
                     }
                     pending
                 }

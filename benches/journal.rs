@@ -19,6 +19,32 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod workload;
 use workload::proc_usage;
 
+/// Peak resident memory seen while sampling, in KiB: anonymous (the heap) and file-backed
+/// (mapped files, the binary), which the peak RSS lumps together.
+#[derive(Default)]
+struct Rss {
+    anon: u64,
+    file: u64,
+}
+
+impl Rss {
+    fn sample(&mut self, pid: u32) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        for line in status.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(kb)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let kb = kb.parse().unwrap_or(0);
+            match name {
+                "RssAnon:" => self.anon = self.anon.max(kb),
+                "RssFile:" => self.file = self.file.max(kb),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The binary measured: this build's, or `LOGFERRY_BENCH_BIN` (an earlier build, to compare
 /// under the same conditions).
 fn logferry_bin() -> std::path::PathBuf {
@@ -151,7 +177,9 @@ fn main() {
         .spawn()
         .expect("start logferry");
     let deadline = started + Duration::from_secs(1800);
+    let mut rss = Rss::default();
     while receiver.stats().entries < count && Instant::now() < deadline {
+        rss.sample(child.id());
         std::thread::sleep(Duration::from_millis(5));
     }
     let wall = started.elapsed();
@@ -178,6 +206,11 @@ fn main() {
         "journalctl -o export",
         per(floor_cpu),
         per(floor_wall)
+    );
+    println!(
+        "peak resident memory sampled: {:.1} MB anonymous (heap), {:.1} MB file-backed (mapped files)",
+        rss.anon as f64 / 1024.0,
+        rss.file as f64 / 1024.0
     );
     println!(
         "CPU ratio logferry / journalctl: {:.2}x",

@@ -121,8 +121,11 @@ pub struct JournalCounters {
     pub reading: AtomicBool,
     /// Cursors handed to the outputs and not known to be acknowledged, oldest first, and the
     /// last one found acknowledged (entries read up to it, its realtime).
-    marks: Mutex<(VecDeque<JournalMark>, Option<(u64, u64)>)>,
+    marks: Mutex<(VecDeque<JournalMark>, Option<Acked>)>,
 }
+
+/// Entries read up to the acknowledged cursor, and its entry's realtime (µs).
+type Acked = (u64, u64);
 
 #[derive(Debug)]
 struct JournalMark {

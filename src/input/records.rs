@@ -436,6 +436,49 @@ mod tests {
     }
 
     #[test]
+    fn one_chunk_per_label_set_and_a_send_of_skipped_records_still_moves_the_cursor() {
+        let acks = Arc::new(Acknowledger::new(Table::default()));
+        let (source, _) = acks.open_cursor("cursor-journal");
+        let (ctx, mut rx) = context(acks.clone());
+        let relabel = rules(
+            "- source_labels: ['__journal__systemd_unit']\n  target_label: unit\n- source_labels: ['__journal__systemd_unit']\n  regex: 'noisy.*'\n  action: drop\n",
+        );
+        let mut step = RecordStep::new("journal", &relabel, &[], source, &ctx).unwrap();
+        for (unit, line, cursor) in [("a", "1", "c1"), ("b", "2", "c2"), ("a", "3", "c3")] {
+            step.push(record(unit, line, cursor), Instant::now());
+        }
+        assert!(step.send(Instant::now()));
+        let chunks: Vec<Chunk> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let got: Vec<(String, Vec<&str>)> = chunks
+            .iter()
+            .map(|c| {
+                let lines = c.lines.iter().map(|l| c.line_text(l)).collect();
+                (c.labels.rendered().to_string(), lines)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (r#"{job="journal", unit="a"}"#.to_string(), vec!["1", "3"]),
+                (r#"{job="journal", unit="b"}"#.to_string(), vec!["2"]),
+            ]
+        );
+        let cursor =
+            || acks.with_table(|t| t.cursor("cursor-journal").map(|c| c.as_str().to_string()));
+        for chunk in &chunks {
+            acks.arm(chunk.ticket, 1);
+            acks.settle(chunk.ticket);
+        }
+        assert_eq!(cursor().as_deref(), Some("c3"));
+        // Only dropped records since: their cursor is recorded without waiting for another
+        // record to be shipped.
+        step.push(record("noisy.service", "4", "c4"), Instant::now());
+        assert!(step.send(Instant::now()));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(cursor().as_deref(), Some("c4"));
+    }
+
+    #[test]
     fn stages_run_on_records() {
         let acks = Arc::new(Acknowledger::new(Table::default()));
         let source = acks.open_untracked();

@@ -6,8 +6,12 @@
 //! `cargo bench --bench journal` runs it on 1,000,000 entries (`LOGFERRY_BENCH_ENTRIES`
 //! changes that); `cargo test` runs it on 5,000, only to check that it works.
 //!
-//! Reported: entries per CPU-second and per second for both, logferry's peak RSS, and the
-//! ratio of their CPU time.
+//! Reported: entries per CPU-second and per second for both, logferry's peak RSS (and the
+//! peaks of its anonymous and file-backed memory sampled while it runs: the journal files are
+//! mapped, and their pages count in the RSS), and the ratio of their CPU time.
+//!
+//! `LOGFERRY_BENCH_BIN=/path/to/logferry cargo bench --bench journal` measures another build
+//! under the same conditions.
 
 use loki_receiver::Receiver;
 use std::io::{BufWriter, Write};

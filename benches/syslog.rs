@@ -6,7 +6,11 @@
 //! 20,000, only to check that it works.
 //!
 //! Reported: messages/s from the first byte sent to the last entry received, logferry's CPU
-//! seconds per million messages (user + system, from /proc) and its peak RSS.
+//! seconds per million messages (user + system, from /proc), its peak RSS, and the peaks of
+//! its anonymous (heap) and file-backed memory sampled while it runs.
+//!
+//! `LOGFERRY_BENCH_BIN=/path/to/logferry cargo bench --bench syslog` measures another build
+//! (an earlier one, kept aside) under the same conditions.
 
 use loki_receiver::Receiver;
 use std::io::Write;

@@ -10,11 +10,14 @@
 //! When records have labels that are (nearly) all different (a rule reads the message text, a
 //! `labelmap` over every journal field), remembering does not pay: after a cache's worth of
 //! lookups that mostly missed, the relabeler stops remembering for a while.
+//!
+//! Clones (one per thread or connection that labels records) share one memory, so that many
+//! connections of one listener hold one bounded cache, not one each.
 
 use crate::labels::LabelSet;
 use crate::relabel::{Action, RelabelConfig, relabel};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What relabeling made of a record.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +45,12 @@ pub struct Relabeler {
     text: String,
     spans: Vec<Span>,
     key: Vec<u8>,
+    memory: Arc<Mutex<Memory>>,
+}
+
+/// What the clones of one relabeler remember.
+#[derive(Debug, Default)]
+struct Memory {
     cache: HashMap<Box<[u8]>, Relabeled>,
     hits: u64,
     /// Lookups to make without the cache before trying it again.
@@ -77,9 +86,7 @@ impl Relabeler {
             text: String::new(),
             spans: Vec::new(),
             key: Vec::new(),
-            cache: HashMap::new(),
-            hits: 0,
-            resting: 0,
+            memory: Arc::default(),
         }
     }
 
@@ -128,37 +135,48 @@ impl Relabeler {
             }
         }
         self.spans.truncate(kept);
-        let outcome = if self.resting > 0 {
-            self.resting -= 1;
-            self.relabel()
-        } else {
-            self.key.clear();
-            for span in &self.spans {
-                for part in [get(span.name), get(span.value)] {
-                    self.key
-                        .extend_from_slice(&(part.len() as u32).to_le_bytes());
-                    self.key.extend_from_slice(part.as_bytes());
+        self.key.clear();
+        for span in &self.spans {
+            for part in [get(span.name), get(span.value)] {
+                self.key
+                    .extend_from_slice(&(part.len() as u32).to_le_bytes());
+                self.key.extend_from_slice(part.as_bytes());
+            }
+        }
+        let known = {
+            let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            if memory.resting > 0 {
+                memory.resting -= 1;
+                Err(false)
+            } else {
+                match memory.cache.get(self.key.as_slice()).cloned() {
+                    Some(known) => {
+                        memory.hits += 1;
+                        Ok(known)
+                    }
+                    None => Err(true),
                 }
             }
-            match self.cache.get(self.key.as_slice()) {
-                Some(known) => {
-                    self.hits += 1;
-                    known.clone()
-                }
-                None => {
-                    let outcome = self.relabel();
-                    if self.cache.len() >= CACHE {
+        };
+        let outcome = match known {
+            Ok(known) => known,
+            Err(remember) => {
+                let outcome = self.relabel();
+                if remember {
+                    let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+                    if memory.cache.len() >= CACHE {
                         // Mostly misses since the last start: labels that rarely repeat.
-                        if self.hits < CACHE as u64 {
-                            self.resting = REST;
+                        if memory.hits < CACHE as u64 {
+                            memory.resting = REST;
                         }
-                        self.cache.clear();
-                        self.hits = 0;
+                        memory.cache.clear();
+                        memory.hits = 0;
                     }
-                    self.cache
+                    memory
+                        .cache
                         .insert(self.key.as_slice().into(), outcome.clone());
-                    outcome
                 }
+                outcome
             }
         };
         self.text.clear();
@@ -229,6 +247,18 @@ mod tests {
     }
 
     #[test]
+    fn clones_share_what_they_remember() {
+        let mut one = Relabeler::new(&[]);
+        let mut other = one.clone();
+        one.label("job", "a");
+        other.label("job", "a");
+        match (one.finish(), other.finish()) {
+            (Relabeled::Labels(a), Relabeled::Labels(b)) => assert!(Arc::ptr_eq(&a, &b)),
+            got => panic!("{got:?}"),
+        }
+    }
+
+    #[test]
     fn a_record_left_without_labels_is_unlabeled() {
         let mut r = Relabeler::new(&[]);
         r.label("__only_internal", "x");
@@ -257,7 +287,8 @@ mod tests {
             r.labels([("__n", n.as_str())]);
             assert_eq!(rendered(&r.finish()), format!("{{n=\"{n}\"}}"));
         }
-        assert!(r.cache.len() <= CACHE);
+        let memory = r.memory.lock().unwrap();
+        assert!(memory.cache.len() <= CACHE);
     }
 
     #[test]

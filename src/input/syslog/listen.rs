@@ -1,8 +1,9 @@
 //! The sockets: TCP (with or without TLS) and UDP listeners, as tasks on the input's own
-//! runtime. Each task turns what it reads into records and hands them to the input's thread
-//! over a bounded queue: a TCP connection waits for room (so when the outputs are full the
-//! sender's buffer fills, as with any relay), a UDP datagram that finds no room is counted as
-//! dropped, since nothing can hold a UDP sender back.
+//! runtime. Each task parses and relabels what it reads (so that both of the runtime's threads
+//! do that work, and the input's thread only chunks) and hands each read's messages, in one
+//! buffer, to the input's thread over a bounded queue: a TCP connection waits for room (so
+//! when the outputs are full the sender's buffer fills, as with any relay), a UDP datagram that
+//! finds no room is counted as dropped, since nothing can hold a UDP sender back.
 
 use super::framing::{BrokenFraming, Decoder, Frame};
 use super::message::{self, Wanted};
@@ -111,7 +112,7 @@ impl Shared {
     }
 
     /// Adds one frame to `batch`, relabeled; nothing (counted) when it is not a message to
-    /// ship. Returns whether it was added.
+    /// ship.
     fn record(
         &self,
         frame: &[u8],

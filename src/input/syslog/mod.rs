@@ -2,10 +2,11 @@
 //! RFC 3164) over TCP (octet counting or one per line, optionally TLS) or UDP, labels them as
 //! Promtail does, and runs them through the job's relabeling and stages.
 //!
-//! The sockets are served by a small runtime the input owns; its thread takes the records
-//! they parse from a bounded queue and gives them to a [`RecordStep`], whose sending blocks
-//! while the outputs are full: the queue then fills, TCP connections stop being read, and UDP
-//! datagrams are counted as dropped. A socket has nothing to resume from, so its source is
+//! The sockets are served by a small runtime the input owns, whose tasks parse and relabel
+//! messages; its thread takes them, a read's worth at a time, from a bounded queue (64 TCP
+//! reads of at most 64 KiB, or batches of up to 256 datagrams) and gives them to a
+//! [`RecordStep`], whose sending blocks while the outputs are full: the queue then fills, TCP
+//! connections stop being read, and UDP datagrams are counted as dropped. A socket has nothing to resume from, so its source is
 //! untracked: what was received and not yet handed to the outputs when logferry stops is
 //! counted as dropped (`reason="shutdown"`).
 

@@ -71,6 +71,11 @@ impl RelabeledBatch {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+
+    /// Bytes of the lines it holds.
+    pub fn bytes(&self) -> usize {
+        self.text.len()
+    }
 }
 
 /// A job's relabeling and stages over the records of one source.

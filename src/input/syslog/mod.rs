@@ -31,6 +31,9 @@ use tokio::sync::{mpsc, watch};
 
 /// Batches of records waiting between the sockets and the input's thread.
 const QUEUE: usize = 64;
+/// What is put in chunks at most between two sends: records, and bytes of their lines.
+const SEND_RECORDS: u64 = 10_000;
+const SEND_BYTES: usize = 4 << 20;
 /// How long stopping waits for what was received to be handed to the outputs.
 const HAND_OVER: Duration = Duration::from_secs(1);
 
@@ -258,14 +261,17 @@ impl Forward {
                 Ok(None) => break,
                 Ok(Some(batch)) => {
                     let mut pending = batch.len() as u64;
+                    let mut bytes = batch.bytes();
                     let now = Instant::now();
                     self.step.push_batch(batch, now);
-                    // Whatever else is queued goes in the same chunks.
-                    while pending < 10_000 {
+                    // Whatever else is queued goes in the same chunks, up to a bound in bytes
+                    // too: messages may be long.
+                    while pending < SEND_RECORDS && bytes < SEND_BYTES {
                         let Ok(batch) = self.records.try_recv() else {
                             break;
                         };
                         pending += batch.len() as u64;
+                        bytes += batch.bytes();
                         self.step.push_batch(batch, now);
                     }
                     pending

@@ -193,6 +193,13 @@ fn logger_messages_get_every_label_promtail_gives() {
             && targets.contains("\"messages_received\": 2"),
         "{targets}"
     );
+    let page = http_get(http, "/targets");
+    assert!(
+        page.contains("<h2>Listeners</h2>")
+            && page.contains(&format!("<code>127.0.0.1:{tcp}</code>"))
+            && page.contains(&format!("<code>127.0.0.1:{udp}</code>")),
+        "{page}"
+    );
     agent.stop();
 }
 

@@ -1,7 +1,7 @@
 //! One journal entry → one record: its fields as `__journal_<field>` labels, its line
 //! (`MESSAGE`, or all fields as JSON), its realtime timestamp and its cursor.
 
-use crate::input::records::{Relabeled, Relabeler};
+use crate::input::records::{Relabeled, Relabeler, lossy_utf8};
 use sdjournal::EntryRef;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -49,7 +49,7 @@ impl Shape {
         let mut message = None;
         let mut priority = None;
         for (name, value) in entry.iter_fields() {
-            let value = String::from_utf8_lossy(value);
+            let value = lossy_utf8(value);
             match name {
                 "MESSAGE" => message = Some(value.clone()),
                 "PRIORITY" => priority = Some(priority_keyword(&value)),

@@ -10,7 +10,7 @@ use super::message::{self, Wanted};
 use super::resolve::Resolver;
 use crate::config::SyslogConfig;
 use crate::entry::Timestamp;
-use crate::input::records::{RelabeledBatch, Relabeler};
+use crate::input::records::{RelabeledBatch, Relabeler, lossy_utf8};
 use crate::status::ListenerCounters;
 use prometheus_client::metrics::counter::Counter;
 use std::collections::BTreeMap;
@@ -122,7 +122,7 @@ impl Shared {
         relabeler: &mut Relabeler,
         batch: &mut RelabeledBatch,
     ) {
-        let text = String::from_utf8_lossy(frame);
+        let text = lossy_utf8(frame);
         let parsed = match message::parse(&text) {
             Ok(parsed) => parsed,
             Err(e) => {

@@ -538,6 +538,36 @@ mod tests {
     use crate::positions::Table;
 
     #[test]
+    fn journal_progress_follows_the_acknowledged_cursor() {
+        let c = JournalCounters::default();
+        c.newest_us.store(100_000_000, Ordering::Relaxed);
+        c.first_read_us.store(10_000_000, Ordering::Relaxed);
+        c.entries_read.store(10, Ordering::Relaxed);
+        c.marked("a".into(), 40_000_000);
+        c.entries_read.store(20, Ordering::Relaxed);
+        c.marked("b".into(), 90_000_000);
+        let p = c.progress(None);
+        assert_eq!(
+            (p.lag_entries, p.lag_seconds),
+            (20, 90.0),
+            "from the first read"
+        );
+        let p = c.progress(Some("a"));
+        assert_eq!((p.entries_acknowledged, p.lag_entries), (10, 10));
+        assert_eq!(p.lag_seconds, 60.0);
+        assert_eq!(p.acknowledged_entry_time, Some(40.0));
+        let p = c.progress(Some("b"));
+        assert_eq!((p.lag_entries, p.lag_seconds), (0, 0.0), "caught up");
+        c.reading.store(true, Ordering::Relaxed);
+        assert_eq!(c.progress(Some("b")).lag_seconds, 10.0, "more to read");
+        assert_eq!(
+            c.progress(Some("from an earlier run")).entries_acknowledged,
+            20,
+            "an unknown cursor keeps the last one found"
+        );
+    }
+
+    #[test]
     fn html_escapes_and_lists_files_and_clients() {
         let board = StatusBoard::new();
         board.set_targets(vec![TargetInfo {

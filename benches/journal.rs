@@ -6,8 +6,12 @@
 //! `cargo bench --bench journal` runs it on 1,000,000 entries (`LOGFERRY_BENCH_ENTRIES`
 //! changes that); `cargo test` runs it on 5,000, only to check that it works.
 //!
-//! Reported: entries per CPU-second and per second for both, logferry's peak RSS, and the
-//! ratio of their CPU time.
+//! Reported: entries per CPU-second and per second for both, logferry's peak RSS (and the
+//! peaks of its anonymous and file-backed memory sampled while it runs: the journal files are
+//! mapped, and their pages count in the RSS), and the ratio of their CPU time.
+//!
+//! `LOGFERRY_BENCH_BIN=/path/to/logferry cargo bench --bench journal` measures another build
+//! under the same conditions.
 
 use loki_receiver::Receiver;
 use std::io::{BufWriter, Write};
@@ -18,6 +22,40 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[path = "common/workload.rs"]
 mod workload;
 use workload::proc_usage;
+
+/// Peak resident memory seen while sampling, in KiB: anonymous (the heap) and file-backed
+/// (mapped files, the binary), which the peak RSS lumps together.
+#[derive(Default)]
+struct Rss {
+    anon: u64,
+    file: u64,
+}
+
+impl Rss {
+    fn sample(&mut self, pid: u32) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        for line in status.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(kb)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let kb = kb.parse().unwrap_or(0);
+            match name {
+                "RssAnon:" => self.anon = self.anon.max(kb),
+                "RssFile:" => self.file = self.file.max(kb),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The binary measured: this build's, or `LOGFERRY_BENCH_BIN` (an earlier build, to compare
+/// under the same conditions).
+fn logferry_bin() -> std::path::PathBuf {
+    std::env::var_os("LOGFERRY_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_logferry").into())
+}
 
 const UNITS: &[&str] = &[
     "nginx.service",
@@ -136,14 +174,16 @@ fn main() {
     )
     .expect("write bench config");
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_logferry"))
+    let mut child = Command::new(logferry_bin())
         .arg(format!("-config.file={}", config.display()))
         .arg("-log.level=warn")
         .stdout(Stdio::null())
         .spawn()
         .expect("start logferry");
     let deadline = started + Duration::from_secs(1800);
+    let mut rss = Rss::default();
     while receiver.stats().entries < count && Instant::now() < deadline {
+        rss.sample(child.id());
         std::thread::sleep(Duration::from_millis(5));
     }
     let wall = started.elapsed();
@@ -170,6 +210,11 @@ fn main() {
         "journalctl -o export",
         per(floor_cpu),
         per(floor_wall)
+    );
+    println!(
+        "peak resident memory sampled: {:.1} MB anonymous (heap), {:.1} MB file-backed (mapped files)",
+        rss.anon as f64 / 1024.0,
+        rss.file as f64 / 1024.0
     );
     println!(
         "CPU ratio logferry / journalctl: {:.2}x",

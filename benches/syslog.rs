@@ -6,7 +6,11 @@
 //! 20,000, only to check that it works.
 //!
 //! Reported: messages/s from the first byte sent to the last entry received, logferry's CPU
-//! seconds per million messages (user + system, from /proc) and its peak RSS.
+//! seconds per million messages (user + system, from /proc), its peak RSS, and the peaks of
+//! its anonymous (heap) and file-backed memory sampled while it runs.
+//!
+//! `LOGFERRY_BENCH_BIN=/path/to/logferry cargo bench --bench syslog` measures another build
+//! (an earlier one, kept aside) under the same conditions.
 
 use loki_receiver::Receiver;
 use std::io::Write;
@@ -17,6 +21,40 @@ use std::time::{Duration, Instant};
 #[path = "common/workload.rs"]
 mod workload;
 use workload::proc_usage;
+
+/// Peak resident memory seen while sampling, in KiB: anonymous (the heap) and file-backed
+/// (mapped files, the binary), which the peak RSS lumps together.
+#[derive(Default)]
+struct Rss {
+    anon: u64,
+    file: u64,
+}
+
+impl Rss {
+    fn sample(&mut self, pid: u32) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        for line in status.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(kb)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let kb = kb.parse().unwrap_or(0);
+            match name {
+                "RssAnon:" => self.anon = self.anon.max(kb),
+                "RssFile:" => self.file = self.file.max(kb),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The binary measured: this build's, or `LOGFERRY_BENCH_BIN` (an earlier build, to compare
+/// under the same conditions).
+fn logferry_bin() -> std::path::PathBuf {
+    std::env::var_os("LOGFERRY_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_logferry").into())
+}
 
 const HOSTS: &[&str] = &["fw-edge-01", "nas-02", "router-core", "relay-03"];
 const APPS: &[&str] = &["sshd", "kernel", "dhcpd", "nginx", "cron"];
@@ -82,7 +120,7 @@ fn main() {
     .expect("write bench config");
     let payloads: Vec<Vec<u8>> = (0..senders).map(|id| payload(id, each)).collect();
     let bytes: usize = payloads.iter().map(Vec::len).sum();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_logferry"))
+    let mut child = Command::new(logferry_bin())
         .arg(format!("-config.file={}", config.display()))
         .arg("-log.level=warn")
         .stdout(Stdio::null())
@@ -104,7 +142,9 @@ fn main() {
         })
         .collect();
     let deadline = started + Duration::from_secs(600);
+    let mut rss = Rss::default();
     while (receiver.stats().entries as usize) < total && Instant::now() < deadline {
+        rss.sample(child.id());
         std::thread::sleep(Duration::from_millis(5));
     }
     let wall = started.elapsed();
@@ -132,5 +172,10 @@ fn main() {
         bytes as f64 / 1e6 / secs,
         cpu.as_secs_f64() / (total as f64 / 1e6),
         peak_rss as f64 / (1 << 20) as f64
+    );
+    println!(
+        "peak resident memory sampled: {:.1} MB anonymous (heap), {:.1} MB file-backed (mapped files)",
+        rss.anon as f64 / 1024.0,
+        rss.file as f64 / 1024.0
     );
 }

@@ -40,6 +40,17 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabel {
+    pub job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobReason {
+    pub job: String,
+    pub reason: String,
+}
+
 fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
@@ -78,6 +89,10 @@ pub struct Metrics {
     pub reload_failures: Counter,
     pub last_reload_successful: Gauge,
     pub last_reload_success_time: Gauge<f64, AtomicU64>,
+    pub journal_entries: Family<JobLabel, Counter>,
+    pub journal_errors: Family<JobReason, Counter>,
+    pub journal_lag_entries: Family<JobLabel, Gauge>,
+    pub journal_lag_seconds: Family<JobLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -117,6 +132,10 @@ impl Metrics {
             reload_failures: Counter::default(),
             last_reload_successful: Gauge::default(),
             last_reload_success_time: Gauge::default(),
+            journal_entries: Family::default(),
+            journal_errors: Family::default(),
+            journal_lag_entries: Family::default(),
+            journal_lag_seconds: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -138,6 +157,26 @@ impl Metrics {
                 m.file_lag.clone(),
             );
             r.register("files_active", "Files being read", m.active_files.clone());
+            r.register(
+                "journal_entries_read",
+                "Journal entries read, per journal job",
+                m.journal_entries.clone(),
+            );
+            r.register(
+                "journal_errors",
+                "Journal files or entries that could not be read, per journal job and reason",
+                m.journal_errors.clone(),
+            );
+            r.register(
+                "journal_lag_entries",
+                "Journal entries read and not acknowledged yet, per journal job",
+                m.journal_lag_entries.clone(),
+            );
+            r.register(
+                "journal_lag_seconds",
+                "Seconds from the last acknowledged journal entry to the newest in the journal, per journal job",
+                m.journal_lag_seconds.clone(),
+            );
             r.register(
                 "lines_dropped",
                 "Lines dropped while reading, by reason",

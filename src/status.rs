@@ -1,5 +1,5 @@
 //! What an operator sees on `/targets` and `/api/v1/targets`: each job's targets and files,
-//! each listener (syslog), and each client's state.
+//! each listener (syslog), each journal job, and each client's state.
 //!
 //! The tailer publishes a snapshot of its files (at most a few times a second while busy,
 //! never while idle), clients publish each push result; positions are read from the
@@ -8,8 +8,8 @@
 use crate::acknowledge::Acknowledger;
 use crate::positions::FileId;
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -108,11 +108,128 @@ pub struct ListenerStatus {
     pub messages_received: u64,
 }
 
+/// A journal job's progress, updated by its reader as it goes.
+#[derive(Debug, Default)]
+pub struct JournalCounters {
+    pub entries_read: AtomicU64,
+    /// Realtime (µs since the epoch) of the newest entry in the journal files (their headers).
+    pub newest_us: AtomicU64,
+    /// Realtime of the first entry read since the job started: how far back the lag goes
+    /// while nothing was acknowledged yet.
+    pub first_read_us: AtomicU64,
+    /// Whether the reader is in the middle of the journal (not everything was read yet).
+    pub reading: AtomicBool,
+    /// Cursors handed to the outputs and not known to be acknowledged, oldest first, and the
+    /// last one found acknowledged (entries read up to it, its realtime).
+    marks: Mutex<(VecDeque<JournalMark>, Option<Acked>)>,
+}
+
+/// Entries read up to the acknowledged cursor, and its entry's realtime (µs).
+type Acked = (u64, u64);
+
+#[derive(Debug)]
+struct JournalMark {
+    cursor: Arc<str>,
+    realtime_us: u64,
+    /// Entries read up to it.
+    read: u64,
+}
+
+/// Marks kept at most: far more sends than can be on their way at once.
+const JOURNAL_MARKS: usize = 10_000;
+
+/// How far the acknowledged cursor is behind.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct JournalProgress {
+    pub entries_acknowledged: u64,
+    pub lag_entries: u64,
+    /// Unix seconds of the last entry acknowledged (known once one was, since the start).
+    pub acknowledged_entry_time: Option<f64>,
+    pub lag_seconds: f64,
+}
+
+impl JournalCounters {
+    /// The reader handed everything up to `cursor` (the entry at `realtime_us`) to the outputs.
+    pub fn marked(&self, cursor: Arc<str>, realtime_us: u64) {
+        let read = self.entries_read.load(Ordering::Relaxed);
+        let (marks, _) = &mut *lock(&self.marks);
+        if marks.len() >= JOURNAL_MARKS {
+            marks.pop_front();
+        }
+        marks.push_back(JournalMark {
+            cursor,
+            realtime_us,
+            read,
+        });
+    }
+
+    /// Progress, given the cursor acknowledged now (as the positions table has it). The lag
+    /// in seconds runs from the last entry acknowledged to the newest entry in the journal;
+    /// it is 0 when everything was read and acknowledged.
+    pub fn progress(&self, acknowledged: Option<&str>) -> JournalProgress {
+        let read = self.entries_read.load(Ordering::Relaxed);
+        let newest = self.newest_us.load(Ordering::Relaxed);
+        let (acked_read, acked_us) = {
+            let (marks, last) = &mut *lock(&self.marks);
+            let found =
+                acknowledged.and_then(|acked| marks.iter().rposition(|m| &*m.cursor == acked));
+            if let Some(index) = found {
+                marks.drain(..index);
+                *last = marks.front().map(|m| (m.read, m.realtime_us));
+            }
+            match *last {
+                Some((read, us)) => (read, Some(us)),
+                None => (0, None),
+            }
+        };
+        let lag_entries = read.saturating_sub(acked_read);
+        let caught_up = lag_entries == 0 && !self.reading.load(Ordering::Relaxed);
+        let from = acked_us.unwrap_or_else(|| self.first_read_us.load(Ordering::Relaxed));
+        let lag_seconds = if caught_up || from == 0 {
+            0.0
+        } else {
+            newest.saturating_sub(from) as f64 / 1e6
+        };
+        JournalProgress {
+            entries_acknowledged: acked_read,
+            lag_entries,
+            acknowledged_entry_time: acked_us.map(|us| us as f64 / 1e6),
+            lag_seconds,
+        }
+    }
+}
+
+/// A journal job as configured.
+#[derive(Debug, Clone)]
+pub struct JournalInfo {
+    pub job: String,
+    pub paths: Vec<String>,
+    /// Its key in the positions file (`cursor-<job>`).
+    pub cursor_key: String,
+}
+
+/// One journal job, as `/targets` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalStatus {
+    pub job: String,
+    pub paths: Vec<String>,
+    /// The acknowledged cursor (what a restart resumes after).
+    pub cursor: Option<String>,
+    pub entries_read: u64,
+    pub entries_acknowledged: u64,
+    pub lag_entries: u64,
+    /// Unix seconds of the newest entry in the journal files.
+    pub newest_entry_time: Option<f64>,
+    pub acknowledged_entry_time: Option<f64>,
+    pub lag_seconds: f64,
+}
+
 /// The whole page, as `/api/v1/targets` returns it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overview {
     pub jobs: Vec<JobStatus>,
     pub listeners: Vec<ListenerStatus>,
+    pub journals: Vec<JournalStatus>,
     pub clients: Vec<ClientStatus>,
 }
 
@@ -121,6 +238,7 @@ pub struct StatusBoard {
     targets: Mutex<Vec<TargetInfo>>,
     files: Mutex<Vec<FileStatus>>,
     listeners: Mutex<BTreeMap<String, (ListenerStatus, Arc<ListenerCounters>)>>,
+    journals: Mutex<BTreeMap<String, (JournalInfo, Arc<JournalCounters>)>>,
     clients: Mutex<BTreeMap<u64, ClientStatus>>,
 }
 
@@ -181,6 +299,15 @@ impl StatusBoard {
         lock(&self.listeners).remove(key);
     }
 
+    /// Shows a journal job under `key` (its input's key), with progress read at each page.
+    pub fn add_journal(&self, key: &str, info: JournalInfo, counters: Arc<JournalCounters>) {
+        lock(&self.journals).insert(key.to_string(), (info, counters));
+    }
+
+    pub fn remove_journal(&self, key: &str) {
+        lock(&self.journals).remove(key);
+    }
+
     /// Everything, with current positions.
     pub fn overview(&self, acks: &Acknowledger) -> Overview {
         let targets = lock(&self.targets).clone();
@@ -226,10 +353,31 @@ impl StatusBoard {
                 ..info.clone()
             })
             .collect();
+        let journals = lock(&self.journals)
+            .values()
+            .map(|(info, counters)| {
+                let cursor =
+                    acks.with_table(|t| t.cursor(&info.cursor_key).map(|c| c.as_str().to_string()));
+                let progress = counters.progress(cursor.as_deref());
+                let newest = counters.newest_us.load(Ordering::Relaxed);
+                JournalStatus {
+                    job: info.job.clone(),
+                    paths: info.paths.clone(),
+                    cursor,
+                    entries_read: counters.entries_read.load(Ordering::Relaxed),
+                    entries_acknowledged: progress.entries_acknowledged,
+                    lag_entries: progress.lag_entries,
+                    newest_entry_time: (newest > 0).then(|| newest as f64 / 1e6),
+                    acknowledged_entry_time: progress.acknowledged_entry_time,
+                    lag_seconds: progress.lag_seconds,
+                }
+            })
+            .collect();
         let clients = lock(&self.clients).values().cloned().collect();
         Overview {
             jobs,
             listeners,
+            journals,
             clients,
         }
     }
@@ -338,6 +486,23 @@ pub fn render_html(overview: &Overview) -> String {
         }
         h.push_str("</table>\n");
     }
+    if !overview.journals.is_empty() {
+        h.push_str("<h2>Journal</h2>\n<table class=\"journals\"><tr><th>job</th><th>path</th><th>entries read</th><th>acknowledged</th><th>lag (entries)</th><th>lag (seconds)</th><th>acknowledged cursor</th></tr>\n");
+        for j in &overview.journals {
+            let _ = writeln!(
+                h,
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1}</td><td><code>{}</code></td></tr>",
+                esc(&j.job),
+                esc(&j.paths.join(" ")),
+                j.entries_read,
+                j.entries_acknowledged,
+                j.lag_entries,
+                j.lag_seconds,
+                esc(j.cursor.as_deref().unwrap_or("none yet"))
+            );
+        }
+        h.push_str("</table>\n");
+    }
     h.push_str("<h2>Clients</h2>\n");
     if overview.clients.is_empty() {
         h.push_str("<p>No client: entries are printed to standard output.</p>\n");
@@ -371,6 +536,36 @@ pub fn render_html(overview: &Overview) -> String {
 mod tests {
     use super::*;
     use crate::positions::Table;
+
+    #[test]
+    fn journal_progress_follows_the_acknowledged_cursor() {
+        let c = JournalCounters::default();
+        c.newest_us.store(100_000_000, Ordering::Relaxed);
+        c.first_read_us.store(10_000_000, Ordering::Relaxed);
+        c.entries_read.store(10, Ordering::Relaxed);
+        c.marked("a".into(), 40_000_000);
+        c.entries_read.store(20, Ordering::Relaxed);
+        c.marked("b".into(), 90_000_000);
+        let p = c.progress(None);
+        assert_eq!(
+            (p.lag_entries, p.lag_seconds),
+            (20, 90.0),
+            "from the first read"
+        );
+        let p = c.progress(Some("a"));
+        assert_eq!((p.entries_acknowledged, p.lag_entries), (10, 10));
+        assert_eq!(p.lag_seconds, 60.0);
+        assert_eq!(p.acknowledged_entry_time, Some(40.0));
+        let p = c.progress(Some("b"));
+        assert_eq!((p.lag_entries, p.lag_seconds), (0, 0.0), "caught up");
+        c.reading.store(true, Ordering::Relaxed);
+        assert_eq!(c.progress(Some("b")).lag_seconds, 10.0, "more to read");
+        assert_eq!(
+            c.progress(Some("from an earlier run")).entries_acknowledged,
+            20,
+            "an unknown cursor keeps the last one found"
+        );
+    }
 
     #[test]
     fn html_escapes_and_lists_files_and_clients() {

@@ -656,3 +656,110 @@ fn a_reload_keeps_an_unchanged_job_and_restarts_a_changed_one_from_its_cursor() 
     assert!(jobs[150..].iter().all(|j| *j == "changed"), "{jobs:?}");
     assert_eq!(lines(&loki), messages(&journalctl(&journal, &[])));
 }
+
+/// The job `sys` as `/api/v1/targets` shows it.
+fn journal_row(http: u16) -> serde_json::Value {
+    let page = common::http_get(http, "/api/v1/targets");
+    let body = page.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    doc["journals"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["job"] == "sys"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn targets_and_metrics_show_each_journal_jobs_progress_and_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_dir(dir.path());
+    // 299 entries from ten minutes ago, and one from now.
+    let now = now_us();
+    let mut entries = numbered("old", "x.service", 0, 299, now - 600_000_000);
+    entries.extend(numbered("new", "x.service", 299, 1, now - 299));
+    write_journal(&journal.join("system.journal"), &entries);
+    let loki = Receiver::builder()
+        .behavior(loki_receiver::Behavior::Status(
+            503,
+            "ingesters down".into(),
+        ))
+        .start();
+    let http = common::free_port();
+    let cfg = config(dir.path(), &loki, "", "");
+    let yaml = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "http_listen_port: 0",
+        &format!("http_listen_port: {http}"),
+        1,
+    );
+    std::fs::write(&cfg, yaml).unwrap();
+    let mut agent = Agent::start(&cfg);
+
+    // Everything read, nothing acknowledged while Loki is down.
+    assert!(
+        wait_until(SOON, || journal_row(http)["entries_read"] == 300),
+        "{}; {}",
+        journal_row(http),
+        agent.tail_of_stderr()
+    );
+    let row = journal_row(http);
+    assert_eq!(row["paths"][0], journal.display().to_string(), "{row}");
+    assert_eq!(row["cursor"], serde_json::Value::Null, "{row}");
+    assert_eq!(row["lag_entries"], 300, "{row}");
+    let lag = row["lag_seconds"].as_f64().unwrap_or_default();
+    assert!((590.0..700.0).contains(&lag), "{row}");
+    let series = |name: &str| {
+        common::metric_value(&common::metrics(http), &format!("{name}{{job=\"sys\"}}"))
+    };
+    assert_eq!(series("logferry_journal_entries_read_total"), Some(300.0));
+    assert!(
+        wait_until(SOON, || series("logferry_journal_lag_entries")
+            == Some(300.0)),
+        "{}",
+        common::metrics(http)
+    );
+    let lag = series("logferry_journal_lag_seconds").unwrap_or_default();
+    assert!((590.0..700.0).contains(&lag), "{lag}");
+    let html = common::http_get(http, "/targets");
+    assert!(
+        html.contains("<h2>Journal</h2>") && html.contains(&journal.display().to_string()),
+        "{html}"
+    );
+
+    // Loki back: everything is acknowledged, and the lag is gone.
+    loki.set_behavior(loki_receiver::Behavior::Accept);
+    assert!(
+        wait_until(SOON, || journal_row(http)["lag_entries"] == 0),
+        "{}",
+        journal_row(http)
+    );
+    let row = journal_row(http);
+    assert_eq!(row["entries_acknowledged"], 300, "{row}");
+    assert_eq!(row["lag_seconds"], 0.0, "{row}");
+    assert!(
+        wait_until(SOON, || {
+            let saved = saved_cursor(dir.path());
+            saved.is_some() && journal_row(http)["cursor"].as_str() == saved.as_deref()
+        }),
+        "{} vs {:?}",
+        journal_row(http),
+        saved_cursor(dir.path())
+    );
+    assert!(
+        wait_until(SOON, || series("logferry_journal_lag_seconds") == Some(0.0)
+            && series("logferry_journal_lag_entries") == Some(0.0)),
+        "{}",
+        common::metrics(http)
+    );
+
+    // A broken file is counted by reason.
+    std::fs::write(journal.join("cut.journal"), b"LPKSH").unwrap();
+    assert!(
+        wait_until(SOON, || common::metric_value(
+            &common::metrics(http),
+            "logferry_journal_errors_total{job=\"sys\",reason=\"corrupt\"}"
+        ) == Some(1.0)),
+        "{}",
+        common::metrics(http)
+    );
+    agent.stop();
+}

@@ -193,6 +193,13 @@ fn logger_messages_get_every_label_promtail_gives() {
             && targets.contains("\"messages_received\": 2"),
         "{targets}"
     );
+    let page = http_get(http, "/targets");
+    assert!(
+        page.contains("<h2>Listeners</h2>")
+            && page.contains(&format!("<code>127.0.0.1:{tcp}</code>"))
+            && page.contains(&format!("<code>127.0.0.1:{udp}</code>")),
+        "{page}"
+    );
     agent.stop();
 }
 
@@ -494,6 +501,102 @@ fn a_flood_over_tcp_while_loki_is_down_all_arrives() {
         }
     }
     agent.stop();
+}
+
+/// A config whose outputs get `seconds` to deliver what they hold at shutdown.
+fn config_with_deadline(
+    dir: &Path,
+    http: u16,
+    loki: &Receiver,
+    jobs: &str,
+    seconds: u32,
+) -> PathBuf {
+    let path = config(dir, http, loki, jobs);
+    let yaml = std::fs::read_to_string(&path).unwrap().replacen(
+        "server:\n",
+        &format!("server:\n  graceful_shutdown_timeout: {seconds}s\n"),
+        1,
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Sends `count` messages `held-<i>` over one connection and waits until the listener has
+/// taken them all.
+fn send_and_wait_received(http: u16, tcp: u16, count: usize) {
+    let mut stream = TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+    for i in 0..count {
+        stream
+            .write_all(format!("<14>1 - h app - - - held-{i}\n").as_bytes())
+            .unwrap();
+    }
+    drop(stream);
+    let received = format!("\"messages_received\": {count}");
+    assert!(
+        wait_until(SOON, || http_get(http, "/api/v1/targets")
+            .contains(&received)),
+        "{}",
+        http_get(http, "/api/v1/targets")
+    );
+}
+
+#[test]
+fn messages_held_at_shutdown_are_delivered_within_the_shutdown_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, tcp) = (free_port(), free_port());
+    let loki = Receiver::builder()
+        .behavior(Behavior::Status(503, "ingesters down".into()))
+        .start();
+    let cfg = config_with_deadline(dir.path(), http, &loki, &job("held", tcp, ""), 30);
+    let mut agent = start(&cfg, 1);
+    const COUNT: usize = 2_000;
+    send_and_wait_received(http, tcp, COUNT);
+    assert!(wait_until(SOON, || loki.request_count() >= 2));
+    agent.sigterm();
+    // Loki is still down: logferry waits for it rather than exiting with the messages.
+    assert!(
+        agent.wait_exit(Duration::from_secs(2)).is_none(),
+        "logferry exited with messages undelivered; stderr:\n{}",
+        agent.tail_of_stderr()
+    );
+    loki.set_behavior(Behavior::Accept);
+    let status = agent.wait_exit(LONG);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}; stderr:\n{}",
+        agent.tail_of_stderr()
+    );
+    let lines: std::collections::HashSet<String> = loki.lines().into_iter().collect();
+    for i in 0..COUNT {
+        assert!(lines.contains(&format!("held-{i}")), "held-{i} was lost");
+    }
+    assert_eq!(loki.entry_count(), COUNT, "nothing is sent twice");
+}
+
+#[test]
+fn messages_still_undelivered_at_the_deadline_are_reported_and_logferry_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, tcp) = (free_port(), free_port());
+    let loki = Receiver::builder().behavior(Behavior::Stall).start();
+    let cfg = config_with_deadline(dir.path(), http, &loki, &job("lost", tcp, ""), 2);
+    let mut agent = start(&cfg, 1);
+    send_and_wait_received(http, tcp, 500);
+    assert!(wait_until(SOON, || loki.request_count() >= 1));
+    agent.sigterm();
+    // The 2 s deadline, the listener's hand-over and the outputs' abort, with room to spare.
+    let status = agent.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}; stderr:\n{}",
+        agent.tail_of_stderr()
+    );
+    let stderr = agent.stderr();
+    assert!(
+        stderr.contains("shutdown deadline reached"),
+        "{}",
+        agent.tail_of_stderr()
+    );
+    assert_eq!(loki.entry_count(), 0);
 }
 
 #[test]

@@ -42,6 +42,17 @@ impl Snapshot {
         self.files.len()
     }
 
+    /// The realtime (µs since the epoch) of the newest entry in any file, from the headers'
+    /// `tail_entry_realtime` (a little-endian u64 at byte 192 of the header).
+    pub fn newest_realtime(&self) -> Option<u64> {
+        self.files
+            .iter()
+            .filter(|(_, header)| header.starts_with(SIGNATURE))
+            .filter_map(|(_, header)| header.get(192..200))
+            .filter_map(|bytes| bytes.try_into().ok().map(u64::from_le_bytes))
+            .max()
+    }
+
     /// Files whose header does not start as a journal file's does (cut short, overwritten).
     pub fn broken(&self) -> impl Iterator<Item = &Path> {
         self.files

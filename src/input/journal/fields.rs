@@ -1,11 +1,10 @@
 //! One journal entry → one record: its fields as `__journal_<field>` labels, its line
 //! (`MESSAGE`, or all fields as JSON), its realtime timestamp and its cursor.
 
-use crate::entry::Timestamp;
-use crate::input::records::Record;
+use crate::input::records::{Relabeled, Relabeler, lossy_utf8};
 use sdjournal::EntryRef;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 /// The prefix of the labels every field is offered as to `relabel_configs`.
 const PREFIX: &str = "__journal_";
@@ -23,9 +22,9 @@ pub struct Shape {
     /// The job's `labels`.
     pub labels: BTreeMap<String, String>,
     pub json: bool,
-    /// Label name of each field name seen so far: the same few dozen fields repeat in every
-    /// entry, so each is lower-cased once.
-    names: HashMap<String, String>,
+    /// Label name of each field name seen so far, None for a field relabeling does not read:
+    /// the same few dozen fields repeat in every entry, so each is looked at once.
+    names: HashMap<String, Option<String>>,
 }
 
 impl Shape {
@@ -37,46 +36,57 @@ impl Shape {
         }
     }
 
-    pub fn record(&mut self, entry: &EntryRef, cursor: Arc<str>) -> Result<Record, Skip> {
-        let mut labels = self.labels.clone();
-        let mut json: BTreeMap<&str, String> = BTreeMap::new();
+    /// The entry's labels, relabeled, and its line. Only the fields relabeling reads are
+    /// offered to it: every other `__journal_` label would be dropped after it unread.
+    pub fn record<'e>(
+        &mut self,
+        entry: &'e EntryRef,
+        relabeler: &mut Relabeler,
+    ) -> Result<(Relabeled, Cow<'e, str>), Skip> {
+        relabeler.labels(self.labels.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let mut json: BTreeMap<&str, Cow<str>> = BTreeMap::new();
+        // A field may repeat; as with Promtail's map of fields, the last one wins.
+        let mut message = None;
+        let mut priority = None;
         for (name, value) in entry.iter_fields() {
-            let value = String::from_utf8_lossy(value).into_owned();
-            if self.json {
-                json.insert(name, value.clone());
+            let value = lossy_utf8(value);
+            match name {
+                "MESSAGE" => message = Some(value.clone()),
+                "PRIORITY" => priority = Some(priority_keyword(&value)),
+                _ => {}
             }
             let label = match self.names.get(name) {
-                Some(label) => label.clone(),
+                Some(label) => label.as_deref(),
                 None => {
                     let label = format!("{PREFIX}{}", name.to_ascii_lowercase());
-                    self.names.insert(name.to_string(), label.clone());
-                    label
+                    let label = relabeler.wants(&label).then_some(label);
+                    self.names.insert(name.to_string(), label);
+                    self.names.get(name).and_then(Option::as_deref)
                 }
             };
-            // A field may repeat; as with Promtail's map of fields, the last one wins.
-            labels.insert(label, value);
+            if let Some(label) = label {
+                relabeler.label(label, &value);
+            }
+            if self.json {
+                json.insert(name, value);
+            }
         }
+        if let Some(Some(keyword)) = priority
+            && relabeler.wants(PRIORITY_KEYWORD)
+        {
+            relabeler.label(PRIORITY_KEYWORD, keyword);
+        }
+        let labels = relabeler.finish();
         let line = if self.json {
-            serde_json::to_string(&json).map_err(|_| Skip::NoMessage)?
+            Cow::Owned(serde_json::to_string(&json).map_err(|_| Skip::NoMessage)?)
         } else {
-            labels.get(MESSAGE_LABEL).cloned().ok_or(Skip::NoMessage)?
+            message.ok_or(Skip::NoMessage)?
         };
-        if let Some(keyword) = labels.get(PRIORITY_LABEL).and_then(|p| priority_keyword(p)) {
-            labels.insert(format!("{PREFIX}priority_keyword"), keyword.to_string());
-        }
-        let micros = i64::try_from(entry.realtime_usec()).unwrap_or(i64::MAX / 1000);
-        Ok(Record {
-            labels,
-            timestamp: Timestamp::from_nanos(micros.saturating_mul(1000)),
-            line,
-            checkpoint: Some(cursor),
-        })
+        Ok((labels, line))
     }
 }
 
-const MESSAGE_LABEL: &str = "__journal_message";
-const PRIORITY_LABEL: &str = "__journal_priority";
-
+const PRIORITY_KEYWORD: &str = "__journal_priority_keyword";
 /// syslog's names of the priorities 0 to 7, as Promtail spells them.
 pub fn priority_keyword(priority: &str) -> Option<&'static str> {
     Some(match priority.trim() {

@@ -13,6 +13,7 @@ mod read;
 use super::records::RecordStep;
 use super::{Input, InputContext, InputError, RunningInput};
 use crate::config::{JournalConfig, ScrapeConfig};
+use crate::status::{JournalCounters, JournalInfo};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,12 +73,27 @@ impl Input for JournalInput {
             source,
             &ctx,
         )?;
+        let counters = Arc::new(JournalCounters::default());
+        ctx.status.add_journal(
+            &name,
+            JournalInfo {
+                job: self.job.job_name.clone(),
+                paths: self
+                    .roots()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                cursor_key: format!("cursor-{}", self.job.job_name),
+            },
+            counters.clone(),
+        );
         let job = read::Job {
             name: self.job.job_name.clone(),
             roots: self.roots(),
             matches: self.journal.matches.0.clone(),
             max_age: self.journal.max_age.0,
             shape: fields::Shape::new(self.journal.labels.0.clone(), self.journal.json),
+            counters,
         };
         // A job restarted by a reload goes on after what the one it replaces read and sent;
         // otherwise after what was acknowledged.
@@ -96,6 +112,8 @@ impl Input for JournalInput {
             read::run(job, step, saved, flag, out, &reader)
         })?;
         Ok(Box::new(RunningJournal {
+            key: name,
+            status: ctx.status.clone(),
             fingerprint: self.fingerprint,
             stop,
             handover,
@@ -113,6 +131,8 @@ impl Input for JournalInput {
 }
 
 struct RunningJournal {
+    key: String,
+    status: Arc<crate::status::StatusBoard>,
     fingerprint: String,
     stop: Arc<AtomicBool>,
     handover: read::Handover,
@@ -144,5 +164,6 @@ impl RunningInput for RunningJournal {
 
     fn join(self: Box<Self>) {
         let _ = self.thread.join();
+        self.status.remove_journal(&self.key);
     }
 }

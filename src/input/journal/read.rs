@@ -6,9 +6,12 @@
 
 use super::changes::Snapshot;
 use super::fields::{Shape, Skip};
+use crate::entry::Timestamp;
 use crate::input::records::RecordStep;
 use crate::input::{InputContext, InputError};
-use crate::metrics::{HostReason, ReasonLabel};
+use crate::metrics::{HostReason, JobLabel, JobReason, ReasonLabel};
+use crate::status::JournalCounters;
+use prometheus_client::metrics::counter::Counter;
 use sdjournal::{Cursor, Journal, JournalConfig};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -28,6 +31,8 @@ pub struct Job {
     pub matches: Vec<(String, String)>,
     pub max_age: Duration,
     pub shape: Shape,
+    /// Its progress, as `/targets` shows it.
+    pub counters: Arc<JournalCounters>,
 }
 
 /// Where reading goes on from.
@@ -61,11 +66,20 @@ pub fn run(
             None
         }
     });
+    let job_label = JobLabel {
+        job: job.name.clone(),
+    };
     let mut reader = Reader {
         position: Position {
             cursor,
             since: oldest,
         },
+        read_counter: ctx
+            .metrics
+            .journal_entries
+            .get_or_create(&job_label)
+            .clone(),
+        cursor_key: format!("cursor-{}", job.name),
         job,
         errors: HashSet::new(),
         ctx: ctx.clone(),
@@ -100,6 +114,13 @@ fn follow(
             announced = true;
             (ctx.started)(&format!("journal/{}", reader.job.name));
         }
+        if let Some(newest) = snapshot.newest_realtime() {
+            reader
+                .job
+                .counters
+                .newest_us
+                .fetch_max(newest, Ordering::Relaxed);
+        }
         if last.as_ref() != Some(&snapshot) {
             reader.report_broken(&snapshot);
             let empty = snapshot.is_empty();
@@ -118,6 +139,7 @@ fn follow(
         {
             return Ok(());
         }
+        reader.publish_lag();
         std::thread::park_timeout(LOOK_EVERY);
     }
 }
@@ -129,6 +151,8 @@ struct Reader {
     errors: HashSet<String>,
     ctx: InputContext,
     stop: Arc<AtomicBool>,
+    read_counter: Counter,
+    cursor_key: String,
 }
 
 impl Reader {
@@ -163,6 +187,9 @@ impl Reader {
             }
         };
         let mut read = 0usize;
+        let mut unmarked = false;
+        let counters = self.job.counters.clone();
+        counters.reading.store(true, Ordering::Relaxed);
         for item in entries {
             let entry = match item {
                 Ok(entry) => entry,
@@ -178,21 +205,80 @@ impl Reader {
                     continue;
                 }
             };
-            let text: Arc<str> = Arc::from(cursor.to_string());
             self.position.since = self.position.since.max(entry.realtime_usec());
+            counters.entries_read.fetch_add(1, Ordering::Relaxed);
+            let _ = counters.first_read_us.compare_exchange(
+                0,
+                entry.realtime_usec(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            counters
+                .newest_us
+                .fetch_max(entry.realtime_usec(), Ordering::Relaxed);
+            self.read_counter.inc();
+            // With stages, each record's cursor is marked (the stages may hold some records
+            // back); without, only the last one's before each send.
+            let each = step
+                .needs_every_checkpoint()
+                .then(|| Arc::<str>::from(cursor.to_string()));
             self.position.cursor = Some(cursor);
-            match self.job.shape.record(&entry, text.clone()) {
-                Ok(record) => step.push(record, Instant::now()),
+            let micros = i64::try_from(entry.realtime_usec()).unwrap_or(i64::MAX / 1000);
+            let timestamp = Timestamp::from_nanos(micros.saturating_mul(1000));
+            match self.job.shape.record(&entry, step.relabeler()) {
+                Ok((labels, line)) => {
+                    step.push_relabeled(labels, timestamp, &line, each, Instant::now());
+                    unmarked = true;
+                }
                 // Its cursor is not marked: the next record's moves past it anyway, and
                 // reading it again after a restart only skips it again.
                 Err(Skip::NoMessage) => self.count_dropped("journal_no_message"),
             }
             read += 1;
-            if read.is_multiple_of(BATCH) && (!step.send(Instant::now()) || self.stopped()) {
+            if read.is_multiple_of(BATCH) && (!self.send(step, &mut unmarked) || self.stopped()) {
                 return Ok(false);
             }
         }
-        Ok(step.send(Instant::now()) && !self.stopped())
+        let sent = self.send(step, &mut unmarked);
+        counters.reading.store(false, Ordering::Relaxed);
+        self.publish_lag();
+        Ok(sent && !self.stopped())
+    }
+
+    /// Sends what was read, marking the last cursor read when records were pushed since the
+    /// last send.
+    fn send(&self, step: &mut RecordStep, unmarked: &mut bool) -> bool {
+        if std::mem::take(unmarked)
+            && let Some(cursor) = &self.position.cursor
+        {
+            let text: Arc<str> = Arc::from(cursor.to_string());
+            self.job.counters.marked(text.clone(), self.position.since);
+            if !step.needs_every_checkpoint() {
+                step.checkpoint(text);
+            }
+        }
+        step.send(Instant::now())
+    }
+
+    /// Sets the job's lag metrics from the cursor acknowledged now.
+    fn publish_lag(&self) {
+        let acked = self
+            .ctx
+            .acks
+            .with_table(|t| t.cursor(&self.cursor_key).map(|c| c.as_str().to_string()));
+        let progress = self.job.counters.progress(acked.as_deref());
+        let job = JobLabel {
+            job: self.job.name.clone(),
+        };
+        let metrics = &self.ctx.metrics;
+        metrics
+            .journal_lag_seconds
+            .get_or_create(&job)
+            .set(progress.lag_seconds);
+        metrics
+            .journal_lag_entries
+            .get_or_create(&job)
+            .set(i64::try_from(progress.lag_entries).unwrap_or(i64::MAX));
     }
 
     fn report_broken(&mut self, snapshot: &Snapshot) {
@@ -215,6 +301,14 @@ impl Reader {
                 .lines_dropped
                 .get_or_create(&ReasonLabel {
                     reason: format!("journal_{reason}"),
+                })
+                .inc();
+            self.ctx
+                .metrics
+                .journal_errors
+                .get_or_create(&JobReason {
+                    job: self.job.name.clone(),
+                    reason: reason.to_string(),
                 })
                 .inc();
         }

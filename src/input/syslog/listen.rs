@@ -1,15 +1,16 @@
 //! The sockets: TCP (with or without TLS) and UDP listeners, as tasks on the input's own
-//! runtime. Each task turns what it reads into records and hands them to the input's thread
-//! over a bounded queue: a TCP connection waits for room (so when the outputs are full the
-//! sender's buffer fills, as with any relay), a UDP datagram that finds no room is counted as
-//! dropped, since nothing can hold a UDP sender back.
+//! runtime. Each task parses and relabels what it reads (so that both of the runtime's threads
+//! do that work, and the input's thread only chunks) and hands each read's messages, in one
+//! buffer, to the input's thread over a bounded queue: a TCP connection waits for room (so
+//! when the outputs are full the sender's buffer fills, as with any relay), a UDP datagram that
+//! finds no room is counted as dropped, since nothing can hold a UDP sender back.
 
 use super::framing::{BrokenFraming, Decoder, Frame};
 use super::message::{self, Wanted};
 use super::resolve::Resolver;
 use crate::config::SyslogConfig;
 use crate::entry::Timestamp;
-use crate::input::records::Record;
+use crate::input::records::{RelabeledBatch, Relabeler, lossy_utf8};
 use crate::status::ListenerCounters;
 use prometheus_client::metrics::counter::Counter;
 use std::collections::BTreeMap;
@@ -48,6 +49,8 @@ pub struct Shared {
     pub job: String,
     /// The `__syslog_*` labels the job's relabeling reads.
     wanted: Wanted,
+    /// The job's relabeling; each task relabels with a clone of its own.
+    relabeler: Relabeler,
     /// When a bad message was last logged: at most one warning a second per listener.
     last_warning: Mutex<Option<Instant>>,
     suppressed: AtomicU64,
@@ -59,10 +62,11 @@ impl Shared {
         config: SyslogConfig,
         counters: Arc<ListenerCounters>,
         drops: Drops,
-        wanted: Wanted,
+        relabeler: Relabeler,
     ) -> Shared {
         Shared {
-            wanted,
+            wanted: Wanted::new(&relabeler),
+            relabeler,
             config,
             counters,
             drops,
@@ -87,58 +91,64 @@ impl Shared {
 
     /// The labels every message from `ip` starts with: the job's `labels` and the
     /// connection's.
-    async fn connection_labels(&self, ip: IpAddr) -> BTreeMap<String, String> {
-        let mut labels = self.config.labels.0.clone();
+    async fn connection_labels(&self, ip: IpAddr) -> Vec<(String, String)> {
+        let mut labels: Vec<(String, String)> = self
+            .config
+            .labels
+            .0
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
         if self.wanted.wants("__syslog_connection_ip_address") {
-            labels.insert("__syslog_connection_ip_address".into(), ip.to_string());
+            labels.push(("__syslog_connection_ip_address".into(), ip.to_string()));
         }
         if self.wanted.wants("__syslog_connection_hostname") {
-            labels.insert(
+            labels.push((
                 "__syslog_connection_hostname".into(),
                 self.resolver.name(ip).await.to_string(),
-            );
+            ));
         }
         labels
     }
 
-    /// One frame as a record, or None (counted) when it is not a message to ship.
+    /// Adds one frame to `batch`, relabeled; nothing (counted) when it is not a message to
+    /// ship.
     fn record(
         &self,
         frame: &[u8],
-        base: &BTreeMap<String, String>,
+        base: &[(String, String)],
         peer: IpAddr,
         now: Timestamp,
-    ) -> Option<Record> {
-        let text = String::from_utf8_lossy(frame);
+        relabeler: &mut Relabeler,
+        batch: &mut RelabeledBatch,
+    ) {
+        let text = lossy_utf8(frame);
         let parsed = match message::parse(&text) {
             Ok(parsed) => parsed,
             Err(e) => {
                 self.drops.malformed.inc();
                 self.warn(peer, &format_args!("malformed message skipped: {e}"));
-                return None;
+                return;
             }
         };
         let Some(msg) = parsed.msg else {
             self.drops.empty.inc();
-            return None;
+            return;
         };
-        let mut labels = base.clone();
-        parsed.add_labels(&mut labels, self.config.label_structured_data, &self.wanted);
+        relabeler.labels(base.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        parsed.add_labels(self.config.label_structured_data, &self.wanted, |n, v| {
+            relabeler.label(n, v)
+        });
         let timestamp = match parsed.timestamp {
             Some(t) if self.config.use_incoming_timestamp => t,
             _ => now,
         };
         let line = if self.config.use_rfc5424_message {
-            text.trim_end_matches(['\n', '\r', '\0']).to_string()
+            text.trim_end_matches(['\n', '\r', '\0'])
         } else {
-            msg.to_string()
+            msg
         };
-        Some(Record {
-            labels,
-            timestamp,
-            line,
-            checkpoint: None,
-        })
+        batch.push(relabeler.finish(), timestamp, line);
     }
 
     fn too_long(&self, peer: IpAddr) {
@@ -158,7 +168,7 @@ pub async fn accept(
     listener: std::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
-    queue: mpsc::Sender<Vec<Record>>,
+    queue: mpsc::Sender<RelabeledBatch>,
     mut stop: watch::Receiver<bool>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -219,11 +229,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     peer: SocketAddr,
     shared: &Shared,
-    queue: mpsc::Sender<Vec<Record>>,
+    queue: mpsc::Sender<RelabeledBatch>,
     mut stop: watch::Receiver<bool>,
 ) {
     let ip = peer.ip();
     let base = shared.connection_labels(ip).await;
+    let mut relabeler = shared.relabeler.clone();
     let idle = shared.config.idle_timeout.0;
     let mut decoder = Decoder::new(shared.config.max_message_length);
     loop {
@@ -245,12 +256,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Ok(_)) => false,
         };
         let now = Timestamp::now();
-        let mut batch = Vec::new();
+        let mut batch = RelabeledBatch::default();
         let mut each = |frame: Frame<'_>| match frame {
             Frame::Message(bytes) => {
-                if let Some(record) = shared.record(bytes, &base, ip, now) {
-                    batch.push(record);
-                }
+                shared.record(bytes, &base, ip, now, &mut relabeler, &mut batch);
             }
             Frame::TooLong => shared.too_long(ip),
         };
@@ -293,7 +302,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 pub async fn receive(
     socket: std::net::UdpSocket,
     shared: Arc<Shared>,
-    queue: mpsc::Sender<Vec<Record>>,
+    queue: mpsc::Sender<RelabeledBatch>,
     mut stop: watch::Receiver<bool>,
 ) {
     let socket = match tokio::net::UdpSocket::from_std(socket) {
@@ -305,14 +314,15 @@ pub async fn receive(
     };
     let max = shared.config.max_message_length;
     let mut buf = vec![0u8; 65536];
-    let mut labels: BTreeMap<IpAddr, BTreeMap<String, String>> = BTreeMap::new();
+    let mut labels: BTreeMap<IpAddr, Vec<(String, String)>> = BTreeMap::new();
+    let mut relabeler = shared.relabeler.clone();
     loop {
         let first = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             got = socket.recv_from(&mut buf) => got,
         };
         let now = Timestamp::now();
-        let mut batch = Vec::new();
+        let mut batch = RelabeledBatch::default();
         let mut got = first;
         for _ in 0..UDP_BATCH {
             match got {
@@ -327,10 +337,8 @@ pub async fn receive(
                     }
                     if n > max {
                         shared.too_long(ip);
-                    } else if let Some(base) = labels.get(&ip)
-                        && let Some(record) = shared.record(&buf[..n], base, ip, now)
-                    {
-                        batch.push(record);
+                    } else if let Some(base) = labels.get(&ip) {
+                        shared.record(&buf[..n], base, ip, now, &mut relabeler, &mut batch);
                     }
                 }
                 Err(e) => tracing::debug!(job = %shared.job, error = %e, "syslog: receive failed"),

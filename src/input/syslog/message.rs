@@ -11,7 +11,7 @@
 
 use super::{rfc3164, rfc5424};
 use crate::entry::Timestamp;
-use std::collections::BTreeMap;
+use crate::input::records::Relabeler;
 
 /// The format a message was recognised as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,45 +124,47 @@ const FACILITIES: [&str; 24] = [
 ];
 
 impl Message<'_> {
-    /// Adds the `__syslog_message_*` labels Promtail gives this message to `labels`, those
-    /// that `wanted` names (relabeling reads no others, and every other `__` label is dropped
-    /// after it, so the rest would only cost allocations).
+    /// Gives `add` the `__syslog_message_*` labels Promtail gives this message, those that
+    /// `wanted` names (relabeling reads no others, and every other `__` label is dropped
+    /// after it, so the rest would only cost time).
     pub fn add_labels(
         &self,
-        labels: &mut BTreeMap<String, String>,
         structured_data: bool,
         wanted: &Wanted,
+        mut add: impl FnMut(&str, &str),
     ) {
-        let mut set = |name: &str, value: &str| {
-            if wanted.wants(name) {
-                labels.insert(name.to_string(), value.to_string());
-            }
-        };
-        set(
-            "__syslog_message_severity",
-            SEVERITIES[usize::from(self.severity & 7)],
-        );
-        if let Some(facility) = FACILITIES.get(usize::from(self.facility)) {
-            set("__syslog_message_facility", facility);
+        let [severity, facility, hostname, app_name, proc_id, msg_id] = wanted.fields;
+        if severity {
+            add(
+                "__syslog_message_severity",
+                SEVERITIES[usize::from(self.severity & 7)],
+            );
+        }
+        if facility && let Some(name) = FACILITIES.get(usize::from(self.facility)) {
+            add("__syslog_message_facility", name);
         }
         let fields = [
-            ("__syslog_message_hostname", self.hostname),
-            ("__syslog_message_app_name", self.app_name),
-            ("__syslog_message_proc_id", self.proc_id),
-            ("__syslog_message_msg_id", self.msg_id),
+            (hostname, "__syslog_message_hostname", self.hostname),
+            (app_name, "__syslog_message_app_name", self.app_name),
+            (proc_id, "__syslog_message_proc_id", self.proc_id),
+            (msg_id, "__syslog_message_msg_id", self.msg_id),
         ];
-        for (name, value) in fields {
-            if let Some(value) = value {
-                set(name, value);
+        for (wanted, name, value) in fields {
+            if wanted && let Some(value) = value {
+                add(name, value);
             }
         }
         if structured_data {
+            let mut label = String::new();
             for element in &self.structured_data {
-                let id = element.id.replace('@', "_");
                 for (name, value) in &element.params {
-                    let label = format!("__syslog_message_sd_{id}_{name}");
+                    label.clear();
+                    label.push_str("__syslog_message_sd_");
+                    label.extend(element.id.chars().map(|c| if c == '@' { '_' } else { c }));
+                    label.push('_');
+                    label.push_str(name);
                     if wanted.wants(&label) {
-                        labels.insert(label, value.clone());
+                        add(&label, value);
                     }
                 }
             }
@@ -170,45 +172,60 @@ impl Message<'_> {
     }
 }
 
+/// The labels Promtail gives syslog messages, in the order [`Message::add_labels`] checks the
+/// header's.
+pub const FIELD_LABELS: [&str; 6] = [
+    "__syslog_message_severity",
+    "__syslog_message_facility",
+    "__syslog_message_hostname",
+    "__syslog_message_app_name",
+    "__syslog_message_proc_id",
+    "__syslog_message_msg_id",
+];
+
 /// The `__syslog_*` labels a job's relabeling can read: all of them when a rule matches label
-/// names by regex, else those its rules name.
-#[derive(Debug, Clone, Default)]
-pub struct Wanted(Option<std::collections::HashSet<String>>);
+/// names by regex, else those its rules name. The header's are looked up once, not per message.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    relabeler: Relabeler,
+    fields: [bool; 6],
+}
 
 impl Wanted {
-    pub fn from_rules(rules: &[crate::relabel::RelabelConfig]) -> Wanted {
-        use crate::relabel::Action;
-        if rules.iter().any(|r| {
-            matches!(
-                r.action,
-                Action::LabelMap | Action::LabelDrop | Action::LabelKeep
-            )
-        }) {
-            return Wanted(None);
+    pub fn new(relabeler: &Relabeler) -> Wanted {
+        Wanted {
+            fields: FIELD_LABELS.map(|name| relabeler.wants(name)),
+            relabeler: relabeler.clone(),
         }
-        let names = rules
-            .iter()
-            .flat_map(|r| r.source_labels.iter().chain([&r.target_label]))
-            .cloned()
-            .collect();
-        Wanted(Some(names))
     }
 
     pub fn wants(&self, name: &str) -> bool {
-        self.0.as_ref().is_none_or(|names| names.contains(name))
+        self.relabeler.wants(name)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    fn labels_for(
+        text: &str,
+        sd: bool,
+        rules: &[crate::relabel::RelabelConfig],
+    ) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        let wanted = Wanted::new(&Relabeler::new(rules));
+        parse(text).unwrap().add_labels(sd, &wanted, |n, v| {
+            labels.insert(n.to_string(), v.to_string());
+        });
+        labels
+    }
 
     fn labels(text: &str, sd: bool) -> BTreeMap<String, String> {
-        let mut labels = BTreeMap::new();
-        parse(text)
-            .unwrap()
-            .add_labels(&mut labels, sd, &Wanted::default());
-        labels
+        let all: Vec<crate::relabel::RelabelConfig> =
+            serde_yaml_ng::from_str("- {action: labelmap, regex: '__syslog_(.+)'}").unwrap();
+        labels_for(text, sd, &all)
     }
 
     #[test]
@@ -217,25 +234,15 @@ mod tests {
             "- {source_labels: [__syslog_message_app_name], target_label: app}",
         )
         .unwrap();
-        let mut labels = BTreeMap::new();
-        parse("<14>1 - host app - - - x").unwrap().add_labels(
-            &mut labels,
-            true,
-            &Wanted::from_rules(&rules),
-        );
+        let labels = labels_for("<14>1 - host app - - [a b=\"c\"] x", true, &rules);
         assert_eq!(
             labels.keys().collect::<Vec<_>>(),
             ["__syslog_message_app_name"]
         );
         let rules: Vec<crate::relabel::RelabelConfig> =
             serde_yaml_ng::from_str("- {action: labelmap, regex: __syslog_(.+)}").unwrap();
-        let mut labels = BTreeMap::new();
-        parse("<14>1 - host app - - - x").unwrap().add_labels(
-            &mut labels,
-            true,
-            &Wanted::from_rules(&rules),
-        );
-        assert_eq!(labels.len(), 4);
+        let labels = labels_for("<14>1 - host app - - [a b=\"c\"] x", true, &rules);
+        assert_eq!(labels.len(), 5);
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! RFC 3164) over TCP (octet counting or one per line, optionally TLS) or UDP, labels them as
 //! Promtail does, and runs them through the job's relabeling and stages.
 //!
-//! The sockets are served by a small runtime the input owns; its thread takes the records
-//! they parse from a bounded queue and gives them to a [`RecordStep`], whose sending blocks
-//! while the outputs are full: the queue then fills, TCP connections stop being read, and UDP
-//! datagrams are counted as dropped. A socket has nothing to resume from, so its source is
+//! The sockets are served by a small runtime the input owns, whose tasks parse and relabel
+//! messages; its thread takes them, a read's worth at a time, from a bounded queue (64 TCP
+//! reads of at most 64 KiB, or batches of up to 256 datagrams) and gives them to a
+//! [`RecordStep`], whose sending blocks while the outputs are full: the queue then fills, TCP
+//! connections stop being read, and UDP datagrams are counted as dropped. A socket has nothing to resume from, so its source is
 //! untracked: what was received and not yet handed to the outputs when logferry stops is
 //! counted as dropped (`reason="shutdown"`).
 
@@ -17,7 +18,7 @@ mod rfc3164;
 mod rfc5424;
 mod tls;
 
-use super::records::{Record, RecordStep};
+use super::records::{RecordStep, RelabeledBatch, Relabeler};
 use super::{Input, InputContext, InputError, RunningInput};
 use crate::config::{Config, ConfigError, SyslogConfig, SyslogProtocol};
 use crate::metrics::HostReason;
@@ -30,6 +31,9 @@ use tokio::sync::{mpsc, watch};
 
 /// Batches of records waiting between the sockets and the input's thread.
 const QUEUE: usize = 64;
+/// What is put in chunks at most between two sends: records, and bytes of their lines.
+const SEND_RECORDS: u64 = 10_000;
+const SEND_BYTES: usize = 4 << 20;
 /// How long stopping waits for what was received to be handed to the outputs.
 const HAND_OVER: Duration = Duration::from_secs(1);
 
@@ -183,9 +187,9 @@ impl Input for SyslogInput {
             self.config.clone(),
             counters,
             drops.clone(),
-            message::Wanted::from_rules(&self.relabel),
+            Relabeler::new(&self.relabel),
         ));
-        let (queue, records) = mpsc::channel::<Vec<Record>>(QUEUE);
+        let (queue, records) = mpsc::channel::<RelabeledBatch>(QUEUE);
         let (stop_tx, stop_rx) = watch::channel(false);
         match socket {
             Socket::Tcp(listener) => {
@@ -237,7 +241,7 @@ impl Input for SyslogInput {
 /// The input's thread: records from the sockets → the record step → the outputs.
 struct Forward {
     step: RecordStep,
-    records: mpsc::Receiver<Vec<Record>>,
+    records: mpsc::Receiver<RelabeledBatch>,
     drops: Drops,
     stop: watch::Sender<bool>,
 }
@@ -257,19 +261,18 @@ impl Forward {
                 Ok(None) => break,
                 Ok(Some(batch)) => {
                     let mut pending = batch.len() as u64;
+                    let mut bytes = batch.bytes();
                     let now = Instant::now();
-                    for record in batch {
-                        self.step.push(record, now);
-                    }
-                    // Whatever else is queued goes in the same chunks.
-                    while pending < 10_000 {
+                    self.step.push_batch(batch, now);
+                    // Whatever else is queued goes in the same chunks, up to a bound in bytes
+                    // too: messages may be long.
+                    while pending < SEND_RECORDS && bytes < SEND_BYTES {
                         let Ok(batch) = self.records.try_recv() else {
                             break;
                         };
                         pending += batch.len() as u64;
-                        for record in batch {
-                            self.step.push(record, now);
-                        }
+                        bytes += batch.bytes();
+                        self.step.push_batch(batch, now);
                     }
                     pending
                 }

@@ -449,13 +449,20 @@ impl Tailer {
             self.relabel_live(&path);
         }
         if thorough {
-            let paths: Vec<PathBuf> = self
-                .live
-                .keys()
-                .chain(self.unreadable.keys())
-                .cloned()
-                .collect();
-            for path in paths {
+            // One `stat` per file and nothing else for the (usual) unchanged ones: on 10,000
+            // quiet files, cloning and hashing their paths cost as much as the stats.
+            let mut changed = vec![];
+            for (path, tf) in self.live.iter_mut() {
+                let seen = tf.observe(std::fs::metadata(path));
+                if seen != Seen::Same {
+                    changed.push((path.clone(), seen));
+                }
+            }
+            for (path, seen) in changed {
+                self.act_on(&path, seen);
+            }
+            let unreadable: Vec<PathBuf> = self.unreadable.keys().cloned().collect();
+            for path in unreadable {
                 self.check(&path);
             }
         }
@@ -493,7 +500,13 @@ impl Tailer {
         let Some(tf) = self.live.get_mut(path) else {
             return;
         };
-        match tf.observe(stat) {
+        let seen = tf.observe(stat);
+        self.act_on(path, seen);
+    }
+
+    /// Does what a look at a live file's path calls for.
+    fn act_on(&mut self, path: &Path, seen: Seen) {
+        match seen {
             Seen::Same => {}
             Seen::Grew => self.queue(path),
             Seen::Truncated { size } => self.truncated(path, size),

@@ -314,7 +314,7 @@ async fn drain(
         tracing::warn!(
             undelivered_chunks = acks.in_flight(),
             deadline = ?deadline,
-            "shutdown deadline reached with entries undelivered; they will be read again at the next start"
+            "shutdown deadline reached with entries undelivered; files and the journal read them again at the next start, what sockets received is lost"
         );
         let _ = abort.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(1), all_done).await;

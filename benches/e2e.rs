@@ -8,6 +8,10 @@
 //!
 //! Reported per encoding: lines/s and MB/s of raw log, logferry's CPU seconds per GB (user +
 //! system, from /proc), its peak RSS, the floor's CPU seconds per GB, and their ratio.
+//!
+//! Then the `stages` workload (`common/stages_workload.rs`): nginx lines through `regex` →
+//! `labels` → `timestamp`, with its shipping and parsing floors, on all cores and on one.
+//! `cargo bench --bench e2e -- stages` runs only that one, `-- shipping` only the first.
 
 use logferry::acknowledge::Acknowledger;
 use logferry::config::{Compression, Encoding};
@@ -28,6 +32,8 @@ use std::time::{Duration, Instant};
 
 #[path = "common/workload.rs"]
 mod workload;
+#[path = "common/stages_workload.rs"]
+mod stages_workload;
 use workload::{FILES, make_files, proc_usage, thread_cpu};
 
 /// The floor: read, split and encode+compress the files as logferry's output would, with no
@@ -145,6 +151,12 @@ fn ship(dir: &Path, glob: &str, lines: u64, encoding: &str) -> Run {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
+    // Words after `--` pick workloads by name; none runs them all.
+    let picked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| picked.is_empty() || picked.iter().any(|p| name.contains(p.as_str()));
     let mb: u64 = if full {
         std::env::var("LOGFERRY_BENCH_MB")
             .ok()
@@ -153,6 +165,16 @@ fn main() {
     } else {
         4
     };
+    if wanted("shipping") {
+        shipping(mb);
+    }
+    if wanted("stages") {
+        stages_workload::run(mb << 20, floor);
+    }
+}
+
+/// The mixed nginx and JSON files, shipped without stages, per encoding.
+fn shipping(mb: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (paths, lines) = make_files(dir.path(), mb << 20);
     let bytes: u64 = paths

@@ -12,6 +12,12 @@
 //!   on application lines inside Docker's json-file format, as a Docker host's config runs them.
 //! - `baseline`: the same lines through a pipeline without stages, i.e. making the entries and
 //!   passing them on. `pipeline` over `baseline` is what the stages cost.
+//! - `floor`: the parsing alone, in-process, as a program that only wants the values would do
+//!   it: the regex with `captures_read` into reused locations, `serde_json` into a
+//!   `serde_json::Value` (Docker lines into a struct of their three keys), logfmt split on its
+//!   spaces and `=`, CRI lines split on their first three spaces, the `multiline` first-line
+//!   regex with lines joined into a block, and chrono for every timestamp a case's stages read.
+//!   `pipeline` over `floor` is how far the stages are from the work itself.
 //!
 //! Before timing, each case runs its lines once and checks that the stages did what they are
 //! there for (the regex matched, labels and timestamps were set, pieces were joined), so the
@@ -337,4 +343,113 @@ fn pipeline_stages(bencher: Bencher, case: &str) {
 #[divan::bench(args = CASES, sample_count = 40)]
 fn baseline(bencher: Bencher, case: &str) {
     bench_case(bencher, case, false);
+}
+
+/// The parsing alone (see the module docs).
+#[divan::bench(args = CASES, sample_count = 40)]
+fn floor(bencher: Bencher, case: &str) {
+    let lines = lines(case);
+    let mut parse = parser(case);
+    assert_eq!(
+        lines.iter().map(|l| parse(l)).sum::<usize>(),
+        lines.len(),
+        "{case}: the floor's parser failed on some lines"
+    );
+    bencher
+        .counter(ItemsCount::new(lines.len()))
+        .bench_local(|| lines.iter().map(|l| parse(l)).sum::<usize>());
+}
+
+fn chrono_rfc3339(s: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(s).is_ok()
+}
+
+#[derive(serde::Deserialize)]
+struct DockerLine {
+    log: String,
+    stream: String,
+    time: String,
+}
+
+/// A case's parser alone: returns how many lines (0 or 1) it parsed fully, counting a
+/// multiline block's continuation lines as parsed.
+fn parser(case: &str) -> Box<dyn FnMut(&str) -> usize> {
+    let regex_floor = |expr: &str, time_group: Option<&str>| {
+        let re = regex::Regex::new(expr).unwrap();
+        let mut locs = re.capture_locations();
+        let time = time_group.map(|g| re.capture_names().position(|n| n == Some(g)).unwrap());
+        move |line: &str| -> usize {
+            if re.captures_read(&mut locs, line).is_none() {
+                return 0;
+            }
+            match time.and_then(|t| locs.get(t)) {
+                Some((a, b)) => usize::from(chrono_rfc3339(&line[a..b])),
+                None => 1,
+            }
+        }
+    };
+    match case {
+        "regex" => Box::new(regex_floor(NGINX_REGEX, None)),
+        "json" => Box::new(|line: &str| {
+            usize::from(serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object()))
+        }),
+        "logfmt" => Box::new(|line: &str| {
+            let mut pairs = 0;
+            let mut rest = line;
+            while !rest.is_empty() {
+                let (key, after) = rest.split_once('=').unwrap_or((rest, ""));
+                let (value, next) = match after.strip_prefix('"') {
+                    Some(quoted) => {
+                        let end = quoted.find('"').unwrap_or(quoted.len());
+                        (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
+                    }
+                    None => after.split_once(' ').unwrap_or((after, "")),
+                };
+                pairs += usize::from(!key.is_empty() && !value.is_empty());
+                rest = next.trim_start();
+            }
+            usize::from(pairs >= 5)
+        }),
+        "docker" => Box::new(|line: &str| {
+            serde_json::from_str::<DockerLine>(line).map_or(0, |d| {
+                usize::from(!d.log.is_empty() && !d.stream.is_empty() && chrono_rfc3339(&d.time))
+            })
+        }),
+        "cri" => Box::new(|line: &str| {
+            let mut parts = line.splitn(4, ' ');
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some(time), Some(_stream), Some(_flags), Some(_content)) => {
+                    usize::from(chrono_rfc3339(time))
+                }
+                _ => 0,
+            }
+        }),
+        "multiline" => {
+            let first =
+                regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} ").unwrap();
+            let mut block = String::new();
+            Box::new(move |line: &str| {
+                if first.is_match(line) {
+                    std::hint::black_box(&block);
+                    block.clear();
+                } else {
+                    block.push('\n');
+                }
+                block.push_str(line);
+                1
+            })
+        }
+        "chain" => {
+            let mut inner = regex_floor(
+                r"^(?P<time>\S+) (?P<level>[A-Z]+)\s+\[(?P<thread>[^\]]+)\] (?P<logger>\S+) - (?P<msg>.*)",
+                Some("time"),
+            );
+            Box::new(move |line: &str| {
+                serde_json::from_str::<DockerLine>(line).map_or(0, |d| {
+                    usize::from(chrono_rfc3339(&d.time)) * inner(&d.log)
+                })
+            })
+        }
+        other => panic!("unknown case {other}"),
+    }
 }

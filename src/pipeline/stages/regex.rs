@@ -4,9 +4,8 @@
 use super::weak::SString as WString;
 use super::{compile_regex, non_empty_source, options};
 use crate::pipeline::{Cx, Entry, Flow, Stage};
-use regex::Regex;
+use regex::{CaptureLocations, Regex};
 use serde::Deserialize;
-use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
 
 #[derive(Deserialize)]
@@ -21,6 +20,8 @@ pub(crate) struct RegexStage {
     source: Option<String>,
     /// (group index, name) of the named groups.
     names: Vec<(usize, String)>,
+    /// Where the groups matched, reused from line to line.
+    locations: CaptureLocations,
 }
 
 impl RegexStage {
@@ -31,13 +32,14 @@ impl RegexStage {
             .filter_map(|(i, n)| n.map(|n| (i, n.to_string())))
             .collect();
         RegexStage {
+            locations: regex.capture_locations(),
             regex,
             source,
             names,
         }
     }
 
-    pub(crate) fn apply(&self, entry: &mut Entry) {
+    pub(crate) fn apply(&mut self, entry: &mut Entry) {
         let input = match &self.source {
             None => std::borrow::Cow::Borrowed(entry.line.as_str()),
             Some(source) => match super::source_string(&entry.extracted, source) {
@@ -48,25 +50,24 @@ impl RegexStage {
                 }
             },
         };
-        let Some(caps) = self.regex.captures(&input) else {
+        let matched = if self.names.is_empty() {
+            // Nothing to extract: whether it matches is all there is to know.
+            self.regex.is_match(&input)
+        } else {
+            self.regex
+                .captures_read(&mut self.locations, &input)
+                .is_some()
+        };
+        if !matched {
             tracing::debug!(regex = self.regex.as_str(), "regex did not match");
             return;
-        };
+        }
         for (i, name) in &self.names {
-            let value = caps.get(*i).map_or("", |m| m.as_str());
-            match entry.extracted.get_mut(name) {
-                Some(Value::String(s)) => {
-                    if s != value {
-                        s.clear();
-                        s.push_str(value);
-                    }
-                }
-                _ => {
-                    entry
-                        .extracted
-                        .insert(name.clone(), Value::String(value.to_string()));
-                }
-            }
+            let value = self
+                .locations
+                .get(*i)
+                .map_or("", |(start, end)| &input[start..end]);
+            entry.extracted.set_text(name, value);
         }
     }
 }

@@ -1,22 +1,43 @@
 //! The maps an entry carries through the stages (its labels and its extracted values).
 //!
 //! Hand-written rather than a `BTreeMap`: an entry's maps hold a handful of short keys, every
-//! line fills them again, and a `BTreeMap` allocates a node and a string per key and value for
-//! each line. A [`FieldMap`] is a sorted vector whose removed or cleared slots stay allocated
-//! behind the live ones, so an entry reused for the next line (see `tail::pipelined`) sets its
-//! keys and values again into the same strings. Iteration is in key order, as a `BTreeMap`'s.
+//! line fills them again with the same keys, and a `BTreeMap` allocates a node and a string per
+//! key and value for each line. A [`FieldMap`] is a vector sorted by key whose removed or
+//! cleared pairs stay in place, marked dead: an entry reused for the next line (see
+//! `tail::pipelined`) finds each key where it was and writes the new value into the old
+//! string, without allocating or moving anything. Iteration is in key order, as a
+//! `BTreeMap`'s, and sees the live pairs only.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
-/// A small map with sorted string keys; its slots are reused after `clear` and `retain`.
+/// A small map with sorted string keys; its slots are reused after `clear`, `remove` and
+/// `retain`.
 pub struct FieldMap<V> {
-    /// Live slots `[..len]`, sorted by key; spare slots (old keys and values kept for their
-    /// memory) after them.
-    slots: Vec<(String, V)>,
+    /// Every slot, live or dead, sorted by key (keys are unique).
+    slots: Vec<Slot<V>>,
     len: usize,
 }
+
+struct Slot<V> {
+    key: String,
+    value: V,
+    live: bool,
+}
+
+impl<V: Clone> Clone for Slot<V> {
+    fn clone(&self) -> Self {
+        Slot {
+            key: self.key.clone(),
+            value: self.value.clone(),
+            live: self.live,
+        }
+    }
+}
+
+/// Dead slots kept at most (beyond, and when they outnumber the live ones, they go).
+const DEAD_KEPT: usize = 64;
 
 /// An entry's labels.
 pub type Labels = FieldMap<String>;
@@ -35,10 +56,8 @@ impl FromStrIn for String {
         s.to_string()
     }
     fn set_text(&mut self, s: &str) {
-        if self != s {
-            self.clear();
-            self.push_str(s);
-        }
+        self.clear();
+        self.push_str(s);
     }
 }
 
@@ -68,8 +87,13 @@ impl<V> FieldMap<V> {
         Self::default()
     }
 
+    /// The slot of `key` (live or dead), or where it would go.
     fn find(&self, key: &str) -> Result<usize, usize> {
-        self.slots[..self.len].binary_search_by(|(k, _)| k.as_str().cmp(key))
+        self.slots.binary_search_by(|s| s.key.as_str().cmp(key))
+    }
+
+    fn live(&self, key: &str) -> Option<usize> {
+        self.find(key).ok().filter(|&i| self.slots[i].live)
     }
 
     pub fn len(&self) -> usize {
@@ -81,26 +105,40 @@ impl<V> FieldMap<V> {
     }
 
     pub fn get(&self, key: &str) -> Option<&V> {
-        self.find(key).ok().map(|i| &self.slots[i].1)
+        self.live(key).map(|i| &self.slots[i].value)
     }
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
-        match self.find(key) {
-            Ok(i) => Some(&mut self.slots[i].1),
-            Err(_) => None,
-        }
+        self.live(key).map(|i| &mut self.slots[i].value)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
-        self.find(key).is_ok()
+        self.live(key).is_some()
     }
 
     /// Sets `key` to `value`; returns the value it replaced.
     pub fn insert(&mut self, key: String, value: V) -> Option<V> {
         match self.find(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.slots[i].1, value)),
+            Ok(i) => {
+                let slot = &mut self.slots[i];
+                let old = std::mem::replace(&mut slot.value, value);
+                if slot.live {
+                    Some(old)
+                } else {
+                    slot.live = true;
+                    self.len += 1;
+                    None
+                }
+            }
             Err(i) => {
-                self.slots.insert(i, (key, value));
+                self.slots.insert(
+                    i,
+                    Slot {
+                        key,
+                        value,
+                        live: true,
+                    },
+                );
                 self.len += 1;
                 None
             }
@@ -108,20 +146,16 @@ impl<V> FieldMap<V> {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<V> {
-        let i = self.find(key).ok()?;
+        let i = self.live(key)?;
         self.len -= 1;
-        Some(self.slots.remove(i).1)
+        Some(self.slots.remove(i).value)
     }
 
-    /// Keeps the pairs for which `keep` is true (their slots stay for reuse).
+    /// Keeps the pairs for which `keep` is true (the others' slots stay for reuse).
     pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut V) -> bool) {
-        let mut i = 0;
-        while i < self.len {
-            let (k, v) = &mut self.slots[i];
-            if keep(k, v) {
-                i += 1;
-            } else {
-                self.slots[i..self.len].rotate_left(1);
+        for slot in &mut self.slots {
+            if slot.live && !keep(&slot.key, &mut slot.value) {
+                slot.live = false;
                 self.len -= 1;
             }
         }
@@ -129,50 +163,54 @@ impl<V> FieldMap<V> {
 
     /// Empties the map, keeping its slots for reuse.
     pub fn clear(&mut self) {
+        let dead = self.slots.len() - self.len;
+        if dead > DEAD_KEPT && dead > self.len {
+            self.slots.clear();
+        }
+        for slot in &mut self.slots {
+            slot.live = false;
+        }
         self.len = 0;
     }
 
-    /// Drops the spare slots when they hold more than `max` bytes of keys (for maps kept
-    /// between lines, so one huge value does not stay allocated).
-    pub fn shrink_spare(&mut self, max: usize, size: impl Fn(&V) -> usize) {
-        let spare: usize = self.slots[self.len..]
-            .iter()
-            .map(|(k, v)| k.capacity() + size(v))
-            .sum();
-        if spare > max {
-            self.slots.truncate(self.len);
-        }
+    fn live_slots(&self) -> impl DoubleEndedIterator<Item = &Slot<V>> {
+        self.slots.iter().filter(|s| s.live)
     }
 
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&String, &V)> + ExactSizeIterator {
-        self.slots[..self.len].iter().map(|(k, v)| (k, v))
+    pub fn iter(&self) -> Iter<'_, V> {
+        Iter(self.slots.iter())
     }
 
-    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &String> + ExactSizeIterator {
-        self.slots[..self.len].iter().map(|(k, _)| k)
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &String> {
+        self.live_slots().map(|s| &s.key)
     }
 
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + ExactSizeIterator {
-        self.slots[..self.len].iter().map(|(_, v)| v)
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> {
+        self.live_slots().map(|s| &s.value)
     }
 }
 
 impl<V: FromStrIn> FieldMap<V> {
-    /// Sets `key` to the string `value`, reusing the memory of a spare slot or of the value it
-    /// replaces.
+    /// Sets `key` to the string `value`, in the slot the key had when there is one.
     pub fn set_text(&mut self, key: &str, value: &str) {
         match self.find(key) {
-            Ok(i) => self.slots[i].1.set_text(value),
-            Err(i) => {
-                if self.len < self.slots.len() {
-                    let (k, v) = &mut self.slots[self.len];
-                    k.clear();
-                    k.push_str(key);
-                    v.set_text(value);
-                } else {
-                    self.slots.push((key.to_string(), V::from_text(value)));
+            Ok(i) => {
+                let slot = &mut self.slots[i];
+                slot.value.set_text(value);
+                if !slot.live {
+                    slot.live = true;
+                    self.len += 1;
                 }
-                self.slots[i..=self.len].rotate_right(1);
+            }
+            Err(i) => {
+                self.slots.insert(
+                    i,
+                    Slot {
+                        key: key.to_string(),
+                        value: V::from_text(value),
+                        live: true,
+                    },
+                );
                 self.len += 1;
             }
         }
@@ -182,7 +220,7 @@ impl<V: FromStrIn> FieldMap<V> {
 impl<V: Clone> Clone for FieldMap<V> {
     fn clone(&self) -> Self {
         FieldMap {
-            slots: self.slots[..self.len].to_vec(),
+            slots: self.live_slots().cloned().collect(),
             len: self.len,
         }
     }
@@ -190,7 +228,7 @@ impl<V: Clone> Clone for FieldMap<V> {
 
 impl<V: PartialEq> PartialEq for FieldMap<V> {
     fn eq(&self, other: &Self) -> bool {
-        self.slots[..self.len] == other.slots[..other.len]
+        self.len == other.len && self.iter().eq(other.iter())
     }
 }
 
@@ -204,7 +242,11 @@ impl<V: PartialEq> PartialEq<BTreeMap<String, V>> for FieldMap<V> {
 
 impl<V: Hash> Hash for FieldMap<V> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.slots[..self.len].hash(state);
+        state.write_usize(self.len);
+        for (k, v) in self.iter() {
+            k.hash(state);
+            v.hash(state);
+        }
     }
 }
 
@@ -242,7 +284,14 @@ impl<V> Extend<(String, V)> for FieldMap<V> {
 
 impl<V> From<BTreeMap<String, V>> for FieldMap<V> {
     fn from(map: BTreeMap<String, V>) -> Self {
-        let slots: Vec<(String, V)> = map.into_iter().collect();
+        let slots: Vec<Slot<V>> = map
+            .into_iter()
+            .map(|(key, value)| Slot {
+                key,
+                value,
+                live: true,
+            })
+            .collect();
         FieldMap {
             len: slots.len(),
             slots,
@@ -259,20 +308,38 @@ impl<V> From<FieldMap<V>> for BTreeMap<String, V> {
 impl<V> IntoIterator for FieldMap<V> {
     type Item = (String, V);
     type IntoIter = std::vec::IntoIter<(String, V)>;
-    fn into_iter(mut self) -> Self::IntoIter {
-        self.slots.truncate(self.len);
-        self.slots.into_iter()
+    fn into_iter(self) -> Self::IntoIter {
+        let pairs: Vec<(String, V)> = self
+            .slots
+            .into_iter()
+            .filter(|s| s.live)
+            .map(|s| (s.key, s.value))
+            .collect();
+        pairs.into_iter()
+    }
+}
+
+/// The live pairs of a [`FieldMap`], in key order.
+pub struct Iter<'a, V>(std::slice::Iter<'a, Slot<V>>);
+
+impl<'a, V> Iterator for Iter<'a, V> {
+    type Item = (&'a String, &'a V);
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.by_ref().find(|s| s.live).map(|s| (&s.key, &s.value))
+    }
+}
+
+impl<V> DoubleEndedIterator for Iter<'_, V> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.by_ref().rfind(|s| s.live).map(|s| (&s.key, &s.value))
     }
 }
 
 impl<'a, V> IntoIterator for &'a FieldMap<V> {
     type Item = (&'a String, &'a V);
-    type IntoIter = std::iter::Map<std::slice::Iter<'a, (String, V)>, fn(&'a (String, V)) -> (&'a String, &'a V)>;
+    type IntoIter = Iter<'a, V>;
     fn into_iter(self) -> Self::IntoIter {
-        fn pair<K, V>((k, v): &(K, V)) -> (&K, &V) {
-            (k, v)
-        }
-        self.slots[..self.len].iter().map(pair as fn(&'a (String, V)) -> (&'a String, &'a V))
+        self.iter()
     }
 }
 

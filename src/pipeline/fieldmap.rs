@@ -18,6 +18,20 @@ pub struct FieldMap<V> {
     /// Every slot, live or dead, sorted by key (keys are unique).
     slots: Vec<Slot<V>>,
     len: usize,
+    /// The slot after the one last set.
+    hint: usize,
+}
+
+/// Orders keys as `str::cmp` does; short keys are compared here rather than by a call to
+/// `memcmp`, which is most of the cost of looking a key up.
+fn cmp_key(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 struct Slot<V> {
@@ -78,6 +92,7 @@ impl<V> Default for FieldMap<V> {
         FieldMap {
             slots: Vec::new(),
             len: 0,
+            hint: 0,
         }
     }
 }
@@ -89,7 +104,23 @@ impl<V> FieldMap<V> {
 
     /// The slot of `key` (live or dead), or where it would go.
     fn find(&self, key: &str) -> Result<usize, usize> {
-        self.slots.binary_search_by(|s| s.key.as_str().cmp(key))
+        self.slots.binary_search_by(|s| cmp_key(&s.key, key))
+    }
+
+    /// [`FieldMap::find`], trying first the slot after the one last set: stages set the same
+    /// keys in the same order on every line.
+    fn find_from_hint(&mut self, key: &str) -> Result<usize, usize> {
+        if let Some(slot) = self.slots.get(self.hint)
+            && slot.key == key
+        {
+            self.hint += 1;
+            return Ok(self.hint - 1);
+        }
+        let found = self.find(key);
+        if let Ok(i) = found {
+            self.hint = i + 1;
+        }
+        found
     }
 
     fn live(&self, key: &str) -> Option<usize> {
@@ -171,6 +202,7 @@ impl<V> FieldMap<V> {
             slot.live = false;
         }
         self.len = 0;
+        self.hint = 0;
     }
 
     fn live_slots(&self) -> impl DoubleEndedIterator<Item = &Slot<V>> {
@@ -193,7 +225,7 @@ impl<V> FieldMap<V> {
 impl<V: FromStrIn> FieldMap<V> {
     /// Sets `key` to the string `value`, in the slot the key had when there is one.
     pub fn set_text(&mut self, key: &str, value: &str) {
-        match self.find(key) {
+        match self.find_from_hint(key) {
             Ok(i) => {
                 let slot = &mut self.slots[i];
                 slot.value.set_text(value);
@@ -222,6 +254,7 @@ impl<V: Clone> Clone for FieldMap<V> {
         FieldMap {
             slots: self.live_slots().cloned().collect(),
             len: self.len,
+            hint: 0,
         }
     }
 }
@@ -295,6 +328,7 @@ impl<V> From<BTreeMap<String, V>> for FieldMap<V> {
         FieldMap {
             len: slots.len(),
             slots,
+            hint: 0,
         }
     }
 }

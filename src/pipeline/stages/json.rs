@@ -73,7 +73,10 @@ impl JsonStage {
             && let Ok(values) = pick_fields(&entry.line, fields)
         {
             for ((name, _), value) in self.expressions.iter().zip(values) {
-                set_value(entry, name, value);
+                match value {
+                    Picked::Text(s) => entry.extracted.set_text(name, &s),
+                    Picked::Other(v) => set_value(&mut entry.extracted, name, v),
+                }
             }
             return Ok(());
         }
@@ -135,16 +138,16 @@ fn is_plain_key(expr: &str) -> bool {
 
 /// Puts one selected value in the extracted map as the stage does for a JMESPath result:
 /// scalars keep their type, arrays and objects become their JSON text.
-fn set_value(entry: &mut Entry, name: &str, value: Value) {
+fn set_value(extracted: &mut crate::pipeline::Extracted, name: &str, value: Value) {
     match value {
-        Value::String(s) => entry.extracted.set_text(name, &s),
+        Value::String(s) => extracted.set_text(name, &s),
         Value::Array(_) | Value::Object(_) => {
             let mut s = String::new();
             crate::pipeline::value::go_json_value(&value, &mut s);
-            entry.extracted.insert(name.to_string(), Value::String(s));
+            extracted.insert(name.to_string(), Value::String(s));
         }
         scalar => {
-            entry.extracted.insert(name.to_string(), scalar);
+            extracted.insert(name.to_string(), scalar);
         }
     }
 }
@@ -156,7 +159,7 @@ fn set_value(entry: &mut Entry, name: &str, value: Value) {
 ///
 /// Hand-written because building the whole document (every key and value of the line) and
 /// evaluating an expression tree per key is most of the cost of this stage on typical lines.
-fn pick_fields(line: &str, keys: &[String]) -> Result<Vec<Value>, serde_json::Error> {
+fn pick_fields<'l>(line: &'l str, keys: &[String]) -> Result<Vec<Picked<'l>>, serde_json::Error> {
     use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
     struct Pick<'k>(&'k [String]);
     /// Reads a key as the index of its first occurrence in the wanted keys, without copying it.
@@ -177,16 +180,16 @@ fn pick_fields(line: &str, keys: &[String]) -> Result<Vec<Value>, serde_json::Er
         }
     }
     impl<'de> Visitor<'de> for Pick<'_> {
-        type Value = Vec<Value>;
+        type Value = Vec<Picked<'de>>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON object")
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Value>, A::Error> {
-            let mut values = vec![Value::Null; self.0.len()];
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Picked<'de>>, A::Error> {
+            let mut values: Vec<Picked<'de>> = vec![Picked::Other(Value::Null); self.0.len()];
             while let Some(found) = map.next_key_seed(Key(self.0))? {
                 match found {
                     Some(i) => {
-                        let v: Value = map.next_value()?;
+                        let v: Picked<'de> = map.next_value()?;
                         // One key may be picked by several expressions.
                         for j in i + 1..self.0.len() {
                             if self.0[j] == self.0[i] {
@@ -204,8 +207,8 @@ fn pick_fields(line: &str, keys: &[String]) -> Result<Vec<Value>, serde_json::Er
         }
     }
     impl<'de> DeserializeSeed<'de> for Pick<'_> {
-        type Value = Vec<Value>;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        type Value = Vec<Picked<'de>>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Picked<'de>>, D::Error> {
             d.deserialize_map(self)
         }
     }
@@ -213,6 +216,58 @@ fn pick_fields(line: &str, keys: &[String]) -> Result<Vec<Value>, serde_json::Er
     let values = Pick(keys).deserialize(&mut de)?;
     de.end()?;
     Ok(values)
+}
+
+/// A value [`pick_fields`] selected: a string as it is in the line when it has no escapes.
+#[derive(Clone)]
+enum Picked<'l> {
+    Text(std::borrow::Cow<'l, str>),
+    Other(Value),
+}
+
+impl<'de> Deserialize<'de> for Picked<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        use serde::de::{MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Picked<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Picked<'de>, E> {
+                Ok(Picked::Text(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Picked<'de>, E> {
+                Ok(Picked::Text(std::borrow::Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Picked<'de>, E> {
+                Ok(Picked::Text(std::borrow::Cow::Owned(s)))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Picked<'de>, E> {
+                Ok(Picked::Other(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Picked<'de>, E> {
+                Ok(Picked::Other(Value::from(n)))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Picked<'de>, E> {
+                Ok(Picked::Other(Value::from(n)))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Picked<'de>, E> {
+                Ok(Picked::Other(Value::from(n)))
+            }
+            fn visit_unit<E>(self) -> Result<Picked<'de>, E> {
+                Ok(Picked::Other(Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Picked<'de>, A::Error> {
+                Value::deserialize(SeqAccessDeserializer::new(seq)).map(Picked::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Picked<'de>, A::Error> {
+                Value::deserialize(MapAccessDeserializer::new(map)).map(Picked::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Parses a JSON object (anything else is malformed, as Promtail unmarshals into a map).

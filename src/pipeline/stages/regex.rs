@@ -26,11 +26,14 @@ pub(crate) struct RegexStage {
 
 impl RegexStage {
     pub(crate) fn new(regex: Regex, source: Option<String>) -> RegexStage {
-        let names = regex
+        let mut names: Vec<(usize, String)> = regex
             .capture_names()
             .enumerate()
             .filter_map(|(i, n)| n.map(|n| (i, n.to_string())))
             .collect();
+        // Names are unique: setting them in key order gives the same map, with each key found
+        // right after the previous one.
+        names.sort_by(|a, b| a.1.cmp(&b.1));
         RegexStage {
             locations: regex.capture_locations(),
             regex,

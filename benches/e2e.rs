@@ -30,10 +30,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "common/workload.rs"]
-mod workload;
 #[path = "common/stages_workload.rs"]
 mod stages_workload;
+#[path = "common/workload.rs"]
+mod workload;
 use workload::{FILES, make_files, proc_usage, thread_cpu};
 
 /// The floor: read, split and encode+compress the files as logferry's output would, with no

@@ -251,12 +251,7 @@ fn pipeline(case: &str, with_stages: bool) -> Pipeline {
 
 /// One iteration: every line through `p`, then what the stages hold. Entries are made from
 /// those of the previous iteration (`spare`), as the tailer reuses the entries that are out.
-fn run(
-    p: &mut Pipeline,
-    lines: &[String],
-    labels: &Labels,
-    spare: &mut Vec<Entry>,
-) -> Vec<Entry> {
+fn run(p: &mut Pipeline, lines: &[String], labels: &Labels, spare: &mut Vec<Entry>) -> Vec<Entry> {
     let now = Instant::now();
     let mut out = Vec::with_capacity(lines.len());
     let mut dropped = Vec::new();
@@ -406,7 +401,9 @@ fn parser(case: &str) -> Box<dyn FnMut(&str) -> usize> {
     match case {
         "regex" => Box::new(regex_floor(NGINX_REGEX, None)),
         "json" => Box::new(|line: &str| {
-            usize::from(serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object()))
+            usize::from(
+                serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object()),
+            )
         }),
         "logfmt" => Box::new(|line: &str| {
             let mut pairs = 0;
@@ -440,8 +437,7 @@ fn parser(case: &str) -> Box<dyn FnMut(&str) -> usize> {
             }
         }),
         "multiline" => {
-            let first =
-                regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} ").unwrap();
+            let first = regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} ").unwrap();
             let mut block = String::new();
             Box::new(move |line: &str| {
                 if first.is_match(line) {
@@ -460,9 +456,8 @@ fn parser(case: &str) -> Box<dyn FnMut(&str) -> usize> {
                 Some("time"),
             );
             Box::new(move |line: &str| {
-                serde_json::from_str::<DockerLine>(line).map_or(0, |d| {
-                    usize::from(chrono_rfc3339(&d.time)) * inner(&d.log)
-                })
+                serde_json::from_str::<DockerLine>(line)
+                    .map_or(0, |d| usize::from(chrono_rfc3339(&d.time)) * inner(&d.log))
             })
         }
         other => panic!("unknown case {other}"),

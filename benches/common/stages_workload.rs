@@ -56,7 +56,9 @@ fn make_nginx_files(dir: &Path, bytes: u64) -> (Vec<PathBuf>, u64) {
             n ^= n << 13;
             n ^= n >> 7;
             n ^= n << 17;
-            let pick = |items: &[&'static str], shift: u32| items[((n >> shift) % items.len() as u64) as usize];
+            let pick = |items: &[&'static str], shift: u32| {
+                items[((n >> shift) % items.len() as u64) as usize]
+            };
             line.clear();
             let _ = writeln!(
                 line,
@@ -170,7 +172,10 @@ fn ship(dir: &Path, glob: &str, lines: u64, one_core: bool) -> Run {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
     let got = receiver.stats().entries;
-    assert_eq!(got, lines, "the receiver got {got} of {lines} lines ({name})");
+    assert_eq!(
+        got, lines,
+        "the receiver got {got} of {lines} lines ({name})"
+    );
     Run {
         wall,
         cpu,
@@ -193,7 +198,8 @@ pub fn run(bytes: u64, shipping_floor: impl Fn(&[PathBuf], Encoding, Compression
         total as f64 / 1e6
     );
     // Both floors read the files first, which also warms the page cache.
-    let ship_floor = shipping_floor(&paths, Encoding::Protobuf, Compression::Snappy).as_secs_f64() / gb;
+    let ship_floor =
+        shipping_floor(&paths, Encoding::Protobuf, Compression::Snappy).as_secs_f64() / gb;
     let parse_floor = parsing_floor(&paths).as_secs_f64() / gb;
     println!(
         "floors, CPU-s/GB: shipping {ship_floor:.2}, parsing {parse_floor:.2}, sum {:.2}",

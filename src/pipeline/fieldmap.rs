@@ -111,7 +111,7 @@ impl<V> FieldMap<V> {
     /// keys in the same order on every line.
     fn find_from_hint(&mut self, key: &str) -> Result<usize, usize> {
         if let Some(slot) = self.slots.get(self.hint)
-            && slot.key == key
+            && cmp_key(&slot.key, key).is_eq()
         {
             self.hint += 1;
             return Ok(self.hint - 1);
@@ -365,7 +365,10 @@ impl<'a, V> Iterator for Iter<'a, V> {
 
 impl<V> DoubleEndedIterator for Iter<'_, V> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        self.0.by_ref().rfind(|s| s.live).map(|s| (&s.key, &s.value))
+        self.0
+            .by_ref()
+            .rfind(|s| s.live)
+            .map(|s| (&s.key, &s.value))
     }
 }
 

@@ -61,7 +61,9 @@ struct Group {
 /// labels are still compared), so an adversarial collision costs a comparison, nothing more.
 fn digest(labels: &Labels) -> u64 {
     fn mix(h: u64, word: u64) -> u64 {
-        (h ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(26)
+        (h ^ word)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(26)
     }
     let mut h: u64 = 0;
     for (k, v) in labels {
@@ -114,7 +116,7 @@ pub(crate) struct TargetPipeline {
 }
 
 /// Entries kept for reuse at most (about one read's lines).
-const SPARE_ENTRIES: usize = 2048;
+const SPARE_ENTRIES: usize = 1024;
 
 /// Label sets remembered at most per target (beyond, the cache starts over).
 const LABEL_SET_CACHE: usize = 10_000;
@@ -386,9 +388,11 @@ impl TargetPipeline {
                     offset: frontier,
                 });
                 if with_metadata {
-                    chunk
-                        .metadata
-                        .push(std::mem::take(&mut entry.structured_metadata).into_iter().collect());
+                    chunk.metadata.push(
+                        std::mem::take(&mut entry.structured_metadata)
+                            .into_iter()
+                            .collect(),
+                    );
                 }
                 if self.spare.len() < SPARE_ENTRIES && !entry.too_big_to_keep() {
                     self.spare.push(entry);
@@ -414,7 +418,6 @@ impl TargetPipeline {
             .filter_map(|slot| self.feeds.remove(&slot).map(|f| f.source))
             .collect()
     }
-
 }
 
 /// The shared label set of `labels`, from the cache when it was seen before.
@@ -591,7 +594,13 @@ mod tests {
         // The entry of "xx" is reused for "yy": nothing extracted from "xx" may stay.
         for text in ["xx\n", "yy\n"] {
             end += text.len() as u64;
-            tp.feed(0, &split(text, end), Timestamp::from_nanos(1), end, Instant::now());
+            tp.feed(
+                0,
+                &split(text, end),
+                Timestamp::from_nanos(1),
+                end,
+                Instant::now(),
+            );
             let mut out = vec![];
             tp.finish(&acks, &metrics, &mut out);
             for c in &out {

@@ -120,10 +120,7 @@ mod tests {
     use crate::pipeline::tests::{build_err, run_entry_with};
     use serde_json::json;
 
-    fn tpl(
-        yaml: &str,
-        pairs: &[(&str, &str)],
-    ) -> crate::pipeline::Extracted {
+    fn tpl(yaml: &str, pairs: &[(&str, &str)]) -> crate::pipeline::Extracted {
         run_entry_with(yaml, "the line", pairs).extracted
     }
 

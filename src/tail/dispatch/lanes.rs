@@ -28,7 +28,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// Reads a lane may have waiting.
-const QUEUE: usize = 4;
+const QUEUE: usize = 2;
 /// Label sets whose lane is remembered (beyond, the table starts over).
 const REMEMBERED: usize = 10_000;
 
@@ -93,6 +93,15 @@ struct Lane {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What a lane's thread has.
+struct Worker {
+    tp: TargetPipeline,
+    rx: Receiver<Msg>,
+    sink: Sink,
+    /// The tailer is going away: reads still queued are left (read again at the next start).
+    quit: Arc<AtomicBool>,
+}
+
 /// The lanes of one target.
 pub(super) struct Lanes {
     lanes: Vec<Lane>,
@@ -100,12 +109,14 @@ pub(super) struct Lanes {
     by_slot: HashMap<u32, (usize, SourceKey)>,
     by_labels: HashMap<String, usize>,
     next: usize,
+    quit: Arc<AtomicBool>,
 }
 
 impl Lanes {
     /// `count` lanes running twins of `pipeline`; None when a twin cannot be built.
     pub fn start(pipeline: &Pipeline, count: usize, inspect: bool, sink: &Sink) -> Option<Lanes> {
         let mut lanes = Vec::with_capacity(count);
+        let quit = Arc::new(AtomicBool::new(false));
         for i in 0..count {
             let twin = match pipeline.twin() {
                 Ok(p) => p,
@@ -115,11 +126,15 @@ impl Lanes {
                 }
             };
             let (tx, rx) = sync_channel(QUEUE);
-            let sink = sink.clone();
-            let tp = TargetPipeline::new(twin, inspect);
+            let worker = Worker {
+                tp: TargetPipeline::new(twin, inspect),
+                rx,
+                sink: sink.clone(),
+                quit: quit.clone(),
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("stages-{i}"))
-                .spawn(move || run(tp, rx, sink));
+                .spawn(move || worker.run());
             match thread {
                 Ok(t) => lanes.push(Lane {
                     tx: Some(tx),
@@ -136,6 +151,7 @@ impl Lanes {
             by_slot: HashMap::new(),
             by_labels: HashMap::new(),
             next: 0,
+            quit,
         })
     }
 
@@ -144,6 +160,10 @@ impl Lanes {
             && tx.send(msg).is_err()
         {
             // The lane's thread ended (it panicked): what it had is read again next start.
+            tracing::error!(
+                lane,
+                "a thread running pipeline stages ended; its files' positions stay where they are"
+            );
             self.lanes[lane].tx = None;
         }
     }
@@ -231,71 +251,80 @@ impl Lanes {
 
 impl Drop for Lanes {
     fn drop(&mut self) {
+        self.quit.store(true, Ordering::Relaxed);
         self.stop();
     }
 }
 
 /// A lane's thread: takes messages until the tailer drops its end of the channel.
-fn run(mut tp: TargetPipeline, rx: Receiver<Msg>, sink: Sink) {
-    loop {
-        let msg = match tp.next_deadline() {
-            Some(deadline) => {
-                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+impl Worker {
+    fn run(self) {
+        let Worker {
+            mut tp,
+            rx,
+            sink,
+            quit,
+        } = self;
+        loop {
+            let msg = match tp.next_deadline() {
+                Some(deadline) => {
+                    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(msg) => Some(msg),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                None => match rx.recv() {
                     Ok(msg) => Some(msg),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(_) => return,
+                },
+            };
+            let mut send = true;
+            match msg {
+                None => {}
+                Some(Msg::Open {
+                    slot,
+                    source,
+                    labels,
+                    start,
+                }) => {
+                    tp.open(slot, source, &labels, start);
+                    send = false;
                 }
-            }
-            None => match rx.recv() {
-                Ok(msg) => Some(msg),
-                Err(_) => return,
-            },
-        };
-        let mut send = true;
-        match msg {
-            None => {}
-            Some(Msg::Open {
-                slot,
-                source,
-                labels,
-                start,
-            }) => {
-                tp.open(slot, source, &labels, start);
-                send = false;
-            }
-            Some(Msg::Relabel { slot, labels }) => {
-                tp.relabel(slot, &labels);
-                send = false;
-            }
-            Some(Msg::Close { slot, source }) => {
-                if tp.close(slot) {
-                    sink.acks.close(source, Instant::now());
+                Some(Msg::Relabel { slot, labels }) => {
+                    tp.relabel(slot, &labels);
+                    send = false;
                 }
-                send = false;
-            }
-            Some(Msg::Feed {
-                slot,
-                split,
-                base,
-                size,
-            }) => {
-                if !sink.stopped.load(Ordering::Relaxed) {
-                    tp.feed(slot, &split, base, size, Instant::now());
+                Some(Msg::Close { slot, source }) => {
+                    if tp.close(slot) {
+                        sink.acks.close(source, Instant::now());
+                    }
+                    send = false;
                 }
+                Some(Msg::Feed {
+                    slot,
+                    split,
+                    base,
+                    size,
+                }) => {
+                    if !sink.stopped.load(Ordering::Relaxed) && !quit.load(Ordering::Relaxed) {
+                        tp.feed(slot, &split, base, size, Instant::now());
+                    }
+                }
+                Some(Msg::Inspect(inspect)) => {
+                    tp.set_inspect(inspect);
+                    send = false;
+                }
+                Some(Msg::FlushAll) => tp.flush_all(),
             }
-            Some(Msg::Inspect(inspect)) => {
-                tp.set_inspect(inspect);
-                send = false;
+            let now = Instant::now();
+            if tp.next_deadline().is_some_and(|d| d <= now) {
+                tp.flush_due(now);
+                send = true;
             }
-            Some(Msg::FlushAll) => tp.flush_all(),
-        }
-        let now = Instant::now();
-        if tp.next_deadline().is_some_and(|d| d <= now) {
-            tp.flush_due(now);
-            send = true;
-        }
-        if send {
-            sink.finish(&mut tp);
+            if send {
+                sink.finish(&mut tp);
+            }
         }
     }
 }
@@ -380,7 +409,9 @@ mod tests {
                 let text = chunk.line_text(line);
                 let n: u64 = text.split(' ').next().unwrap().parse().unwrap();
                 assert!(text.ends_with(&level), "{text} in the {level} stream");
-                seen.entry((file.clone(), level.clone())).or_default().push(n);
+                seen.entry((file.clone(), level.clone()))
+                    .or_default()
+                    .push(n);
                 lines += 1;
             }
             acks.arm(chunk.ticket, 1);

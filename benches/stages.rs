@@ -290,7 +290,7 @@ fn check(case: &str, lines: &[String], out: &[Entry]) {
             all("has its keys extracted", &|e| {
                 ["time", "level", "msg", "status"]
                     .iter()
-                    .all(|k| e.extracted.contains_key(*k))
+                    .all(|k| e.extracted.contains_key(k))
             });
         }
         "docker" => {

@@ -115,8 +115,9 @@ pub(crate) struct TargetPipeline {
     spare_groups: Vec<Group>,
 }
 
-/// Entries kept for reuse at most (about one read's lines).
-const SPARE_ENTRIES: usize = 1024;
+/// Entries kept for reuse at most: what one read of short lines makes (a read of long lines
+/// makes fewer, so the pool holds about one read whatever the lines).
+const SPARE_ENTRIES: usize = 4096;
 
 /// Label sets remembered at most per target (beyond, the cache starts over).
 const LABEL_SET_CACHE: usize = 10_000;
@@ -359,7 +360,8 @@ impl TargetPipeline {
             let slot = group.slot;
             let Some(feed) = self.feeds.get(&slot) else {
                 // A generation forgotten (its file was truncated): its lines are not sent.
-                self.spare.extend(group.entries.drain(..));
+                self.spare.append(&mut group.entries);
+                self.spare.truncate(SPARE_ENTRIES);
                 continue;
             };
             let frontier = frontiers.get(&slot).copied().unwrap_or(feed.frontier);

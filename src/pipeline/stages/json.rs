@@ -191,9 +191,9 @@ fn pick_fields<'l>(line: &'l str, keys: &[String]) -> Result<Vec<Picked<'l>>, se
                     Some(i) => {
                         let v: Picked<'de> = map.next_value()?;
                         // One key may be picked by several expressions.
-                        for j in i + 1..self.0.len() {
-                            if self.0[j] == self.0[i] {
-                                values[j] = v.clone();
+                        for (value, key) in values.iter_mut().zip(self.0).skip(i + 1) {
+                            if *key == self.0[i] {
+                                *value = v.clone();
                             }
                         }
                         values[i] = v;

@@ -306,11 +306,10 @@ impl Worker {
                     split,
                     base,
                     size,
-                }) => {
-                    if !sink.stopped.load(Ordering::Relaxed) && !quit.load(Ordering::Relaxed) {
-                        tp.feed(slot, &split, base, size, Instant::now());
-                    }
+                }) if !sink.stopped.load(Ordering::Relaxed) && !quit.load(Ordering::Relaxed) => {
+                    tp.feed(slot, &split, base, size, Instant::now());
                 }
+                Some(Msg::Feed { .. }) => {}
                 Some(Msg::Inspect(inspect)) => {
                     tp.set_inspect(inspect);
                     send = false;

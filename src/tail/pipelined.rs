@@ -2,7 +2,7 @@
 //! position pass a line the stages still hold.
 //!
 //! One [`Pipeline`] serves all files of a target, as in Promtail (its stateful stages keep
-//! their state per stream). Each line handed to it carries an origin made of its file's slot
+//! their state per stream), or all files of one lane of the target (see `dispatch::lanes`). Each line handed to it carries an origin made of its file's slot
 //! and its sequence number in that file. After each step, the stages say which lines they still
 //! hold (the first line of every held entry); a file's *frontier* is the start of its oldest
 //! line still held, or the end of its last line when none is. Chunks of what came out are

@@ -12,6 +12,10 @@
 //! Reported per encoding: lines/s and MB/s of raw log, how long until the first line arrived,
 //! logferry's CPU seconds per GB (user + system, from /proc), its peak RSS, the floor's CPU
 //! seconds per GB, and their ratio.
+//!
+//! Then the `stages` workload (`common/stages_workload.rs`): nginx lines through `regex` →
+//! `labels` → `timestamp`, with its shipping and parsing floors, on all cores and on one.
+//! `cargo bench --bench e2e -- stages` runs only that one, `-- shipping` only the first.
 
 use logferry::acknowledge::Acknowledger;
 use logferry::config::{Compression, Encoding};
@@ -30,6 +34,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/stages_workload.rs"]
+mod stages_workload;
 #[path = "common/workload.rs"]
 mod workload;
 use workload::{file_count, make_files, proc_usage, size_mb, thread_cpu};
@@ -159,7 +165,23 @@ fn ship(binary: &Path, run: &str, dir: &Path, glob: &str, lines: u64, encoding: 
 }
 
 fn main() {
+    // Words after `--` pick workloads by name; none runs them all.
+    let picked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| picked.is_empty() || picked.iter().any(|p| name.contains(p.as_str()));
     let mb = size_mb(512);
+    if wanted("shipping") {
+        shipping(mb);
+    }
+    if wanted("stages") {
+        stages_workload::run(mb << 20, floor);
+    }
+}
+
+/// The nginx and JSON files, shipped without stages, per encoding.
+fn shipping(mb: u64) {
     let files = file_count();
     let dir = tempfile::tempdir().expect("temp dir");
     let (paths, lines) = make_files(dir.path(), files, mb << 20);

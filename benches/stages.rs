@@ -1,9 +1,10 @@
 //! Throughput of the pipeline stages, in lines per second, next to the floor every stage pays.
 //!
 //! Each case prepares a few thousand realistic lines of its format once, outside the timed part.
-//! One iteration makes an [`Entry`] of each line (`Entry::new`, with the three labels a file
-//! target has), runs it through a [`Pipeline`] of that case's stages, and flushes what stages
-//! hold at the end, so that every line has come out; `Instant::now()` is read once per iteration.
+//! One iteration makes an [`Entry`] of each line (with the three labels a file target has,
+//! reusing the entries of the previous iteration as the tailer reuses the entries that are out),
+//! runs it through a [`Pipeline`] of that case's stages, and flushes what stages hold at the
+//! end, so that every line has come out; `Instant::now()` is read once per iteration.
 //!
 //! - `pipeline`: the case's stages. `regex` (nginx combined), `json` and `logfmt` (application
 //!   logs, five extracted keys), `docker` (json-file lines), `cri` (mostly `F` lines, every 64th
@@ -12,6 +13,12 @@
 //!   on application lines inside Docker's json-file format, as a Docker host's config runs them.
 //! - `baseline`: the same lines through a pipeline without stages, i.e. making the entries and
 //!   passing them on. `pipeline` over `baseline` is what the stages cost.
+//! - `floor`: the parsing alone, in-process, as a program that only wants the values would do
+//!   it: the regex with `captures_read` into reused locations, `serde_json` into a
+//!   `serde_json::Value` (Docker lines into a struct of their three keys), logfmt split on its
+//!   spaces and `=`, CRI lines split on their first three spaces, the `multiline` first-line
+//!   regex with lines joined into a block, and chrono for every timestamp a case's stages read.
+//!   `pipeline` over `floor` is how far the stages are from the work itself.
 //!
 //! Before timing, each case runs its lines once and checks that the stages did what they are
 //! there for (the regex matched, labels and timestamps were set, pieces were joined), so the
@@ -24,7 +31,7 @@
 use divan::Bencher;
 use divan::counter::ItemsCount;
 use logferry::entry::Timestamp;
-use logferry::pipeline::{CustomMetrics, Entry, Pipeline};
+use logferry::pipeline::{CustomMetrics, Entry, Labels, Pipeline};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -242,18 +249,21 @@ fn pipeline(case: &str, with_stages: bool) -> Pipeline {
     Pipeline::new(&yaml, &CustomMetrics::default(), "bench").unwrap()
 }
 
-/// One iteration: every line through `p`, then what the stages hold.
-fn run(p: &mut Pipeline, lines: &[String], labels: &BTreeMap<String, String>) -> Vec<Entry> {
+/// One iteration: every line through `p`, then what the stages hold. Entries are made from
+/// those of the previous iteration (`spare`), as the tailer reuses the entries that are out.
+fn run(p: &mut Pipeline, lines: &[String], labels: &Labels, spare: &mut Vec<Entry>) -> Vec<Entry> {
     let now = Instant::now();
     let mut out = Vec::with_capacity(lines.len());
     let mut dropped = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        let entry = Entry::new(
-            Timestamp::from_nanos(READ_TIME + i as i64),
-            line.as_str(),
-            labels.clone(),
-            i as u64,
-        );
+        let ts = Timestamp::from_nanos(READ_TIME + i as i64);
+        let entry = match spare.pop() {
+            Some(mut e) => {
+                e.refill(ts, line, labels, i as u64);
+                e
+            }
+            None => Entry::with_labels(ts, line.as_str(), labels.clone(), i as u64),
+        };
         p.process(entry, now, &mut out, &mut dropped);
     }
     p.flush_all(&mut out);
@@ -280,7 +290,7 @@ fn check(case: &str, lines: &[String], out: &[Entry]) {
             all("has its keys extracted", &|e| {
                 ["time", "level", "msg", "status"]
                     .iter()
-                    .all(|k| e.extracted.contains_key(*k))
+                    .all(|k| e.extracted.contains_key(k))
             });
         }
         "docker" => {
@@ -317,14 +327,20 @@ fn check(case: &str, lines: &[String], out: &[Entry]) {
 
 fn bench_case(bencher: Bencher, case: &str, with_stages: bool) {
     let lines = lines(case);
-    let labels = labels();
+    let labels = Labels::from(labels());
     let mut p = pipeline(case, with_stages);
+    let mut spare = Vec::new();
+    let out = run(&mut p, &lines, &labels, &mut spare);
     if with_stages {
-        check(case, &lines, &run(&mut p, &lines, &labels));
+        check(case, &lines, &out);
     }
+    spare = out;
     bencher
         .counter(ItemsCount::new(lines.len()))
-        .bench_local(|| run(&mut p, &lines, &labels));
+        .bench_local(|| {
+            let out = run(&mut p, &lines, &labels, &mut spare);
+            spare = out;
+        });
 }
 
 /// The case's stages.
@@ -337,4 +353,113 @@ fn pipeline_stages(bencher: Bencher, case: &str) {
 #[divan::bench(args = CASES, sample_count = 40)]
 fn baseline(bencher: Bencher, case: &str) {
     bench_case(bencher, case, false);
+}
+
+/// The parsing alone (see the module docs).
+#[divan::bench(args = CASES, sample_count = 40)]
+fn floor(bencher: Bencher, case: &str) {
+    let lines = lines(case);
+    let mut parse = parser(case);
+    assert_eq!(
+        lines.iter().map(|l| parse(l)).sum::<usize>(),
+        lines.len(),
+        "{case}: the floor's parser failed on some lines"
+    );
+    bencher
+        .counter(ItemsCount::new(lines.len()))
+        .bench_local(|| lines.iter().map(|l| parse(l)).sum::<usize>());
+}
+
+fn chrono_rfc3339(s: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(s).is_ok()
+}
+
+#[derive(serde::Deserialize)]
+struct DockerLine {
+    log: String,
+    stream: String,
+    time: String,
+}
+
+/// A case's parser alone: returns how many lines (0 or 1) it parsed fully, counting a
+/// multiline block's continuation lines as parsed.
+fn parser(case: &str) -> Box<dyn FnMut(&str) -> usize> {
+    let regex_floor = |expr: &str, time_group: Option<&str>| {
+        let re = regex::Regex::new(expr).unwrap();
+        let mut locs = re.capture_locations();
+        let time = time_group.map(|g| re.capture_names().position(|n| n == Some(g)).unwrap());
+        move |line: &str| -> usize {
+            if re.captures_read(&mut locs, line).is_none() {
+                return 0;
+            }
+            match time.and_then(|t| locs.get(t)) {
+                Some((a, b)) => usize::from(chrono_rfc3339(&line[a..b])),
+                None => 1,
+            }
+        }
+    };
+    match case {
+        "regex" => Box::new(regex_floor(NGINX_REGEX, None)),
+        "json" => Box::new(|line: &str| {
+            usize::from(
+                serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object()),
+            )
+        }),
+        "logfmt" => Box::new(|line: &str| {
+            let mut pairs = 0;
+            let mut rest = line;
+            while !rest.is_empty() {
+                let (key, after) = rest.split_once('=').unwrap_or((rest, ""));
+                let (value, next) = match after.strip_prefix('"') {
+                    Some(quoted) => {
+                        let end = quoted.find('"').unwrap_or(quoted.len());
+                        (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
+                    }
+                    None => after.split_once(' ').unwrap_or((after, "")),
+                };
+                pairs += usize::from(!key.is_empty() && !value.is_empty());
+                rest = next.trim_start();
+            }
+            usize::from(pairs >= 5)
+        }),
+        "docker" => Box::new(|line: &str| {
+            serde_json::from_str::<DockerLine>(line).map_or(0, |d| {
+                usize::from(!d.log.is_empty() && !d.stream.is_empty() && chrono_rfc3339(&d.time))
+            })
+        }),
+        "cri" => Box::new(|line: &str| {
+            let mut parts = line.splitn(4, ' ');
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some(time), Some(_stream), Some(_flags), Some(_content)) => {
+                    usize::from(chrono_rfc3339(time))
+                }
+                _ => 0,
+            }
+        }),
+        "multiline" => {
+            let first = regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} ").unwrap();
+            let mut block = String::new();
+            Box::new(move |line: &str| {
+                if first.is_match(line) {
+                    std::hint::black_box(&block);
+                    block.clear();
+                } else {
+                    block.push('\n');
+                }
+                block.push_str(line);
+                1
+            })
+        }
+        "chain" => {
+            let mut inner = regex_floor(
+                r"^(?P<time>\S+) (?P<level>[A-Z]+)\s+\[(?P<thread>[^\]]+)\] (?P<logger>\S+) - (?P<msg>.*)",
+                Some("time"),
+            );
+            Box::new(move |line: &str| {
+                serde_json::from_str::<DockerLine>(line)
+                    .map_or(0, |d| usize::from(chrono_rfc3339(&d.time)) * inner(&d.log))
+            })
+        }
+        other => panic!("unknown case {other}"),
+    }
 }

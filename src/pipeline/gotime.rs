@@ -181,6 +181,7 @@ enum Chunk {
 pub struct Layout {
     chunks: Vec<Chunk>,
     source: String,
+    has_year: bool,
 }
 
 fn starts(s: &[u8], i: usize, pat: &str) -> bool {
@@ -543,6 +544,7 @@ impl Layout {
         Layout {
             chunks,
             source: layout.to_string(),
+            has_year: layout.contains("06"),
         }
     }
 
@@ -553,7 +555,7 @@ impl Layout {
 
     /// Whether the layout text has a year (`06` or `2006`), as Promtail checks it.
     pub fn has_year(&self) -> bool {
-        self.source.contains("06")
+        self.has_year
     }
 
     /// Parses `value` (`time.Parse` when `default` is UTC, else `time.ParseInLocation`).

@@ -29,6 +29,7 @@
 //! assert_eq!(out[0].labels["level"], "WARN");
 //! ```
 
+mod fieldmap;
 pub mod gotemplate;
 pub mod gotime;
 mod metrics;
@@ -36,11 +37,11 @@ mod sprig_extra;
 mod stages;
 mod value;
 
+pub use fieldmap::{Extracted, FieldMap, Labels};
 pub use metrics::CustomMetrics;
 pub use value::{get_float, get_string, go_json_string};
 
 use crate::entry::Timestamp;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -55,10 +56,10 @@ pub struct Entry {
     pub line: String,
     /// Current labels, including internal `__`-prefixed ones such as [`TENANT_LABEL`]; the
     /// output strips the `__` labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// Promtail's extracted map; starts with the entry's labels as strings. Parsing stages add
     /// strings, numbers, booleans and nulls.
-    pub extracted: BTreeMap<String, Value>,
+    pub extracted: Extracted,
     pub structured_metadata: BTreeMap<String, String>,
     /// An opaque tag. A stage that merges entries gives the result the origin of the last entry
     /// merged into it; stages never invent origins.
@@ -73,10 +74,18 @@ impl Entry {
         labels: BTreeMap<String, String>,
         origin: u64,
     ) -> Entry {
-        let extracted = labels
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
+        Entry::with_labels(timestamp, line, labels.into(), origin)
+    }
+
+    /// [`Entry::new`] with labels already in an entry's map.
+    pub fn with_labels(
+        timestamp: Timestamp,
+        line: impl Into<String>,
+        labels: Labels,
+        origin: u64,
+    ) -> Entry {
+        let mut extracted = Extracted::new();
+        seed(&mut extracted, &labels);
         Entry {
             timestamp,
             line: line.into(),
@@ -85,6 +94,35 @@ impl Entry {
             structured_metadata: BTreeMap::new(),
             origin,
         }
+    }
+
+    /// Makes this entry what [`Entry::new`] would make of these arguments, reusing its memory
+    /// (for a caller that makes an entry per line and gets them back once they are out).
+    pub fn refill(&mut self, timestamp: Timestamp, line: &str, labels: &Labels, origin: u64) {
+        self.timestamp = timestamp;
+        self.line.clear();
+        self.line.push_str(line);
+        self.labels.clear();
+        for (k, v) in labels {
+            self.labels.set_text(k, v);
+        }
+        self.extracted.clear();
+        seed(&mut self.extracted, labels);
+        self.structured_metadata.clear();
+        self.origin = origin;
+    }
+
+    /// Whether keeping this entry for reuse keeps too much memory (a huge merged line).
+    pub fn too_big_to_keep(&self) -> bool {
+        const MAX: usize = 64 * 1024;
+        self.line.capacity() > MAX
+    }
+}
+
+/// Promtail starts the extracted map with the labels, as strings.
+fn seed(extracted: &mut Extracted, labels: &Labels) {
+    for (k, v) in labels {
+        extracted.set_text(k, v);
     }
 }
 
@@ -246,6 +284,10 @@ pub(crate) struct BuildCtx<'a> {
 /// A scrape config's `pipeline_stages`, ready to run.
 pub struct Pipeline {
     stages: Stages,
+    /// What it was built from, to build twins of it.
+    yaml: Vec<serde_yaml_ng::Value>,
+    metrics: CustomMetrics,
+    job_name: String,
     /// Drops that happened while flushing (the flush methods have no `dropped` parameter);
     /// handed out by [`Pipeline::take_dropped`] and at the next [`Pipeline::process`].
     flush_drops: Vec<(u64, String)>,
@@ -272,8 +314,38 @@ impl Pipeline {
         let ctx = BuildCtx { metrics, job_name };
         Ok(Pipeline {
             stages: Stages::build(stages, &ctx, "pipeline_stages")?,
+            yaml: stages.to_vec(),
+            metrics: metrics.clone(),
+            job_name: job_name.to_string(),
             flush_drops: Vec::new(),
         })
+    }
+
+    /// A pipeline of the same stages with none of this one's state (held lines, last
+    /// timestamps); metrics stages count into the same metrics.
+    pub fn twin(&self) -> Result<Pipeline, PipelineError> {
+        Pipeline::new(&self.yaml, &self.metrics, &self.job_name)
+    }
+
+    /// Whether the files of a target may each run through a twin of this pipeline instead of
+    /// all through this one: true unless a stage's state is about every stream of the target
+    /// together (`limit`, whose rate is the target's).
+    pub fn splits_by_stream(&self) -> bool {
+        fn has_limit(stages: &[serde_yaml_ng::Value]) -> bool {
+            stages.iter().any(|stage| {
+                let Some(map) = stage.as_mapping() else {
+                    return false;
+                };
+                map.iter().any(|(name, config)| {
+                    name.as_str() == Some("limit")
+                        || config
+                            .get("stages")
+                            .and_then(|s| s.as_sequence())
+                            .is_some_and(|s| has_limit(s))
+                })
+            })
+        }
+        !has_limit(&self.yaml)
     }
 
     /// Whether there are no stages (entries pass unchanged).
@@ -377,11 +449,7 @@ impl Pipeline {
 
 fn seed_extracted(mut entry: Entry) -> Entry {
     if entry.extracted.is_empty() && !entry.labels.is_empty() {
-        entry.extracted = entry
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
+        seed(&mut entry.extracted, &entry.labels);
     }
     entry
 }
@@ -406,16 +474,16 @@ fn inspect_diff(name: &str, before: &Entry, flow: &Flow, dropped: bool, lines: &
     let mut changed = false;
     diff_maps(
         "extracted",
-        &before.extracted,
-        &after.extracted,
+        &before.extracted.iter().collect(),
+        &after.extracted.iter().collect(),
         lines,
         &mut changed,
         |v| v.to_string(),
     );
     diff_maps(
         "labels",
-        &before.labels,
-        &after.labels,
+        &before.labels.iter().collect(),
+        &after.labels.iter().collect(),
         lines,
         &mut changed,
         |v| {
@@ -426,8 +494,8 @@ fn inspect_diff(name: &str, before: &Entry, flow: &Flow, dropped: bool, lines: &
     );
     diff_maps(
         "structured_metadata",
-        &before.structured_metadata,
-        &after.structured_metadata,
+        &before.structured_metadata.iter().collect(),
+        &after.structured_metadata.iter().collect(),
         lines,
         &mut changed,
         |v| {
@@ -459,8 +527,8 @@ fn inspect_diff(name: &str, before: &Entry, flow: &Flow, dropped: bool, lines: &
 
 fn diff_maps<V: PartialEq>(
     what: &str,
-    before: &BTreeMap<String, V>,
-    after: &BTreeMap<String, V>,
+    before: &BTreeMap<&String, &V>,
+    after: &BTreeMap<&String, &V>,
     lines: &mut Vec<String>,
     changed: &mut bool,
     show: impl Fn(&V) -> String,

@@ -1,6 +1,7 @@
 //! Helpers for the stage tests, and tests of the pipeline as a whole.
 
 use super::*;
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// A pipeline from the YAML list of stages.

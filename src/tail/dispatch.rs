@@ -4,6 +4,12 @@
 //! here: a target without stages sends each read as one chunk; a target with stages feeds its
 //! [`TargetPipeline`], and what comes out is sent in chunks registered no further than the
 //! stages let go. Sending blocks while the outputs are full, which pauses reading.
+//!
+//! With `LOGFERRY_STAGE_LANES` set (see [`LANES_ENV`]), a target's stages run in [`lanes`]
+//! (threads), each file pinned to one, unless a stage needs to see all of the target's lines
+//! (`limit`) or `-inspect` prints what the stages do.
+
+mod lanes;
 
 use super::file::TailedFile;
 use super::lines::Split;
@@ -13,23 +19,49 @@ use crate::entry::Chunk;
 use crate::labels::LabelSet;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::pipeline::Pipeline;
+use lanes::{Lanes, Sink};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+/// Lanes per target at most, whatever the number of cores.
+const MAX_LANES: usize = 8;
+
+/// Set `LOGFERRY_STAGE_LANES=N` to run each target's stages on up to N threads (at most one per
+/// core). Off by default: on two cores it has not yet shown the throughput that would pay for
+/// the memory each lane holds (its own entries, queued reads and allocator arena), and files
+/// whose stages give them the same labels may then interleave differently within that stream.
+pub const LANES_ENV: &str = "LOGFERRY_STAGE_LANES";
+
+/// A target's stages: on the tailer's thread, or in lanes.
+enum Staged {
+    Here(TargetPipeline),
+    Lanes(Lanes),
+}
+
 pub(super) struct Dispatch {
     /// Each target's stages, by target index (None: no stages).
-    pipelines: Vec<Option<TargetPipeline>>,
+    pipelines: Vec<Option<Staged>>,
     inspect: bool,
     acks: Arc<Acknowledger>,
     out: mpsc::Sender<Chunk>,
     metrics: Arc<Metrics>,
     /// The outputs are gone (shutting down): nothing more can be delivered.
     stopped: bool,
+    /// Set by a lane that found the outputs gone.
+    lanes_stopped: Arc<AtomicBool>,
+    /// Lanes a target's stages run in (below 2: on the tailer's thread).
+    lane_count: usize,
 }
 
 impl Dispatch {
     pub fn new(acks: Arc<Acknowledger>, out: mpsc::Sender<Chunk>, metrics: Arc<Metrics>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lanes = std::env::var(LANES_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(1);
         Dispatch {
             pipelines: Vec::new(),
             inspect: false,
@@ -37,27 +69,51 @@ impl Dispatch {
             out,
             metrics,
             stopped: false,
+            lanes_stopped: Arc::new(AtomicBool::new(false)),
+            lane_count: lanes.min(cores).min(MAX_LANES),
         }
     }
 
     pub fn is_stopped(&self) -> bool {
-        self.stopped
+        self.stopped || self.lanes_stopped.load(Ordering::Relaxed)
     }
 
     /// Takes the stages of new targets (after letting the old ones release what they hold).
     pub fn set_pipelines(&mut self, pipelines: Vec<Option<Pipeline>>) {
         for target in 0..self.pipelines.len() {
-            if let Some(Some(tp)) = self.pipelines.get_mut(target) {
-                tp.flush_all();
+            match self.pipelines.get_mut(target).and_then(Option::take) {
+                Some(Staged::Here(mut tp)) => {
+                    tp.flush_all();
+                    finish(
+                        &mut tp,
+                        &self.acks,
+                        &self.metrics,
+                        &self.out,
+                        &mut self.stopped,
+                    );
+                }
+                Some(Staged::Lanes(lanes)) => lanes.flush_and_stop(),
+                None => {}
             }
-            self.finish(target);
         }
-        let inspect = self.inspect;
+        let sink = Sink {
+            acks: self.acks.clone(),
+            out: self.out.clone(),
+            metrics: self.metrics.clone(),
+            stopped: self.lanes_stopped.clone(),
+        };
+        let (inspect, lane_count) = (self.inspect, self.lane_count);
         self.pipelines = pipelines
             .into_iter()
             .map(|p| {
-                p.filter(|p| !p.is_empty())
-                    .map(|p| TargetPipeline::new(p, inspect))
+                let p = p.filter(|p| !p.is_empty())?;
+                if lane_count < 2 || inspect || !p.splits_by_stream() {
+                    return Some(Staged::Here(TargetPipeline::new(p, inspect)));
+                }
+                match Lanes::start(&p, lane_count, inspect, &sink) {
+                    Some(lanes) => Some(Staged::Lanes(lanes)),
+                    None => Some(Staged::Here(TargetPipeline::new(p, inspect))),
+                }
             })
             .collect();
     }
@@ -65,30 +121,42 @@ impl Dispatch {
     /// Prints what each stage does to each entry, to standard error (`-inspect`).
     pub fn set_inspect(&mut self, inspect: bool) {
         self.inspect = inspect;
-        for tp in self.pipelines.iter_mut().flatten() {
-            tp.set_inspect(inspect);
+        for staged in self.pipelines.iter_mut().flatten() {
+            match staged {
+                Staged::Here(tp) => tp.set_inspect(inspect),
+                Staged::Lanes(lanes) => lanes.set_inspect(inspect),
+            }
         }
     }
 
     /// A file (generation) starts feeding its target's stages from byte `start`.
     pub fn open(&mut self, tf: &TailedFile, start: u64) {
-        if let Some(Some(tp)) = self.pipelines.get_mut(tf.target) {
-            tp.open(tf.slot, tf.source, &tf.labels, start);
+        match self.pipelines.get_mut(tf.target) {
+            Some(Some(Staged::Here(tp))) => tp.open(tf.slot, tf.source, &tf.labels, start),
+            Some(Some(Staged::Lanes(lanes))) => lanes.open(tf.slot, tf.source, &tf.labels, start),
+            _ => {}
         }
     }
 
     /// The file's labels changed (reload, container metadata).
     pub fn relabel(&mut self, target: usize, slot: u32, labels: &LabelSet) {
-        if let Some(Some(tp)) = self.pipelines.get_mut(target) {
-            tp.relabel(slot, labels);
+        match self.pipelines.get_mut(target) {
+            Some(Some(Staged::Here(tp))) => tp.relabel(slot, labels),
+            Some(Some(Staged::Lanes(lanes))) => lanes.relabel(slot, labels),
+            _ => {}
         }
     }
 
     /// The file's slot stops feeding its stages. Returns whether its source may be closed now
-    /// (false while the stages still hold some of its lines: the pipeline closes it later).
+    /// (false while the stages still hold some of its lines, or run in lanes: the pipeline
+    /// closes it later).
     pub fn close(&mut self, target: usize, slot: u32) -> bool {
         match self.pipelines.get_mut(target) {
-            Some(Some(tp)) => tp.close(slot),
+            Some(Some(Staged::Here(tp))) => tp.close(slot),
+            Some(Some(Staged::Lanes(lanes))) => {
+                lanes.close(slot);
+                false
+            }
             _ => true,
         }
     }
@@ -120,66 +188,74 @@ impl Dispatch {
         tf.counters.lines.inc_by(split.spans.len() as u64);
         let (base, last_ts) = split.stamp(tf.last_ts);
         tf.last_ts = last_ts;
-        if let Some(Some(tp)) = self.pipelines.get_mut(tf.target) {
-            tp.feed(tf.slot, &split, base, tf.size, Instant::now());
-            self.finish(tf.target);
-            return;
+        match self.pipelines.get_mut(tf.target) {
+            Some(Some(Staged::Here(tp))) => {
+                tp.feed(tf.slot, &split, base, tf.size, Instant::now());
+                finish(tp, &self.acks, &self.metrics, &self.out, &mut self.stopped);
+                return;
+            }
+            Some(Some(Staged::Lanes(lanes))) => {
+                lanes.feed(tf.slot, split, base, tf.size);
+                return;
+            }
+            _ => {}
         }
         if let Some(chunk) =
             pipelined::plain_chunk(&self.acks, tf.source, &tf.labels, split, base, tf.size)
+            && !self.stopped
+            && self.out.blocking_send(chunk).is_err()
         {
-            self.emit(chunk);
-        }
-    }
-
-    /// Hands a chunk to the outputs; blocks while they are full.
-    fn emit(&mut self, chunk: Chunk) {
-        if self.stopped {
-            return;
-        }
-        if self.out.blocking_send(chunk).is_err() {
             self.stopped = true;
         }
     }
 
-    /// Sends what a target's stages let out, and closes sources of files they no longer hold
-    /// lines of.
-    fn finish(&mut self, target: usize) {
-        let Some(Some(tp)) = self.pipelines.get_mut(target) else {
-            return;
-        };
-        let mut chunks = Vec::new();
-        let closable: Vec<SourceKey> = tp.finish(&self.acks, &self.metrics, &mut chunks);
-        for chunk in chunks {
-            self.emit(chunk);
-        }
-        for source in closable {
-            self.acks.close(source, Instant::now());
-        }
-    }
-
     /// Lets the stages release what waited long enough (multiline blocks, partial lines).
+    /// Lanes do this on their own.
     pub fn flush_due(&mut self, now: Instant) {
-        for target in 0..self.pipelines.len() {
-            let due = self.pipelines[target]
-                .as_ref()
-                .and_then(|tp| tp.next_deadline())
-                .is_some_and(|d| d <= now);
-            if due {
-                if let Some(Some(tp)) = self.pipelines.get_mut(target) {
-                    tp.flush_due(now);
-                }
-                self.finish(target);
+        for staged in self.pipelines.iter_mut().flatten() {
+            let Staged::Here(tp) = staged else {
+                continue;
+            };
+            if tp.next_deadline().is_some_and(|d| d <= now) {
+                tp.flush_due(now);
+                finish(tp, &self.acks, &self.metrics, &self.out, &mut self.stopped);
             }
         }
     }
 
-    /// When the stages next have something to release on their own.
+    /// When the stages on this thread next have something to release on their own.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.pipelines
             .iter()
             .flatten()
-            .filter_map(|tp| tp.next_deadline())
+            .filter_map(|staged| match staged {
+                Staged::Here(tp) => tp.next_deadline(),
+                Staged::Lanes(_) => None,
+            })
             .min()
+    }
+}
+
+/// Sends what a target's stages let out (blocking while the outputs are full), and closes
+/// sources of files they no longer hold lines of.
+fn finish(
+    tp: &mut TargetPipeline,
+    acks: &Acknowledger,
+    metrics: &Metrics,
+    out: &mpsc::Sender<Chunk>,
+    stopped: &mut bool,
+) {
+    let mut chunks = Vec::new();
+    let closable: Vec<SourceKey> = tp.finish(acks, metrics, &mut chunks);
+    for chunk in chunks {
+        if *stopped {
+            break;
+        }
+        if out.blocking_send(chunk).is_err() {
+            *stopped = true;
+        }
+    }
+    for source in closable {
+        acks.close(source, Instant::now());
     }
 }

@@ -2,7 +2,7 @@
 //! position pass a line the stages still hold.
 //!
 //! One [`Pipeline`] serves all files of a target, as in Promtail (its stateful stages keep
-//! their state per stream). Each line handed to it carries an origin made of its file's slot
+//! their state per stream), or all files of one lane of the target (see `dispatch::lanes`). Each line handed to it carries an origin made of its file's slot
 //! and its sequence number in that file. After each step, the stages say which lines they still
 //! hold (the first line of every held entry); a file's *frontier* is the start of its oldest
 //! line still held, or the end of its last line when none is. Chunks of what came out are
@@ -14,7 +14,7 @@ use crate::acknowledge::{Acknowledger, SourceKey};
 use crate::entry::{Chunk, Line, Timestamp};
 use crate::labels::LabelSet;
 use crate::metrics::{HostReason, Metrics};
-use crate::pipeline::{Entry, Pipeline, TENANT_LABEL};
+use crate::pipeline::{Entry, Labels, Pipeline, TENANT_LABEL};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,15 +47,47 @@ fn slot_of(origin: u64) -> u32 {
     (origin >> SEQ_BITS) as u32
 }
 
-/// Entries that came out of one file with one label set and tenant: (slot, labels, tenant).
-type Group = (u32, BTreeMap<String, String>, Option<String>, Vec<Entry>);
+/// Entries that came out of one file with one label set and tenant.
+struct Group {
+    slot: u32,
+    /// A quick digest of the labels, to compare labels only with groups that may match.
+    digest: u64,
+    labels: Labels,
+    tenant: Option<String>,
+    entries: Vec<Entry>,
+}
+
+/// A quick hash of the labels, eight bytes at a time: only to sort entries into groups (equal
+/// labels are still compared), so an adversarial collision costs a comparison, nothing more.
+fn digest(labels: &Labels) -> u64 {
+    fn mix(h: u64, word: u64) -> u64 {
+        (h ^ word)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(26)
+    }
+    let mut h: u64 = 0;
+    for (k, v) in labels {
+        for text in [k, v] {
+            let mut words = text.as_bytes().chunks_exact(8);
+            for w in &mut words {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(w);
+                h = mix(h, u64::from_le_bytes(word));
+            }
+            let mut last = [0u8; 8];
+            last[..words.remainder().len()].copy_from_slice(words.remainder());
+            h = mix(h, u64::from_le_bytes(last) ^ (text.len() as u64) << 56);
+        }
+    }
+    h
+}
 
 /// One file's lines on their way through the pipeline.
 #[derive(Debug)]
 struct Feed {
     source: SourceKey,
     /// The labels its entries start with.
-    labels: BTreeMap<String, String>,
+    labels: Labels,
     next_seq: u64,
     /// End offset of the last line handed over.
     last_end: u64,
@@ -72,12 +104,20 @@ struct Feed {
 pub(crate) struct TargetPipeline {
     pipeline: Pipeline,
     feeds: HashMap<u32, Feed>,
-    label_sets: HashMap<BTreeMap<String, String>, Arc<LabelSet>>,
+    label_sets: HashMap<Labels, Arc<LabelSet>>,
     /// Print what each stage did, to standard error (`-inspect`).
     inspect: bool,
     emitted: Vec<Entry>,
     dropped: Vec<(u64, String)>,
+    /// Entries that are out, kept to make the next lines' entries without allocating.
+    spare: Vec<Entry>,
+    /// Groups of the last `finish`, kept for their memory.
+    spare_groups: Vec<Group>,
 }
+
+/// Entries kept for reuse at most: what one read of short lines makes (a read of long lines
+/// makes fewer, so the pool holds about one read whatever the lines).
+const SPARE_ENTRIES: usize = 4096;
 
 /// Label sets remembered at most per target (beyond, the cache starts over).
 const LABEL_SET_CACHE: usize = 10_000;
@@ -91,6 +131,19 @@ impl TargetPipeline {
             inspect,
             emitted: Vec::new(),
             dropped: Vec::new(),
+            spare: Vec::new(),
+            spare_groups: Vec::new(),
+        }
+    }
+
+    /// An entry for one line, made from a spare one when there is one.
+    fn entry(&mut self, timestamp: Timestamp, line: &str, labels: &Labels, origin: u64) -> Entry {
+        match self.spare.pop() {
+            Some(mut e) => {
+                e.refill(timestamp, line, labels, origin);
+                e
+            }
+            None => Entry::with_labels(timestamp, line, labels.clone(), origin),
         }
     }
 
@@ -144,32 +197,43 @@ impl TargetPipeline {
             return;
         };
         feed.size = feed.size.max(size);
-        for (i, span) in split.spans.iter().enumerate() {
-            let seq = feed.next_seq;
+        // The feed's labels, borrowed while entries are made (a relabel cannot happen meanwhile).
+        let labels = std::mem::take(&mut feed.labels);
+        let first_seq = feed.next_seq;
+        for span in &split.spans {
+            feed.pending.push_back((feed.next_seq, feed.last_end));
             feed.next_seq += 1;
-            feed.pending.push_back((seq, feed.last_end));
             feed.last_end = span.offset;
+        }
+        for (i, span) in split.spans.iter().enumerate() {
             let text = split
                 .text
                 .get(span.start as usize..span.end as usize)
                 .unwrap_or_default();
-            let entry = Entry::new(
+            let entry = self.entry(
                 Timestamp::from_nanos(base.0 + i as i64),
                 text,
-                feed.labels.clone(),
-                origin(slot, seq),
+                &labels,
+                origin(slot, first_seq + i as u64),
             );
-            if self.inspect {
-                let changes =
-                    self.pipeline
-                        .process_inspect(entry, now, &mut self.emitted, &mut self.dropped);
-                for line in changes {
-                    eprintln!("{line}");
-                }
-            } else {
+            self.process(entry, now);
+        }
+        if let Some(feed) = self.feeds.get_mut(&slot) {
+            feed.labels = labels;
+        }
+    }
+
+    fn process(&mut self, entry: Entry, now: Instant) {
+        if self.inspect {
+            let changes =
                 self.pipeline
-                    .process(entry, now, &mut self.emitted, &mut self.dropped);
+                    .process_inspect(entry, now, &mut self.emitted, &mut self.dropped);
+            for line in changes {
+                eprintln!("{line}");
             }
+        } else {
+            self.pipeline
+                .process(entry, now, &mut self.emitted, &mut self.dropped);
         }
     }
 
@@ -194,17 +258,7 @@ impl TargetPipeline {
         feed.last_end = end;
         feed.size = feed.size.max(end);
         let entry = Entry::new(timestamp, line, labels, origin(slot, seq));
-        if self.inspect {
-            for change in
-                self.pipeline
-                    .process_inspect(entry, now, &mut self.emitted, &mut self.dropped)
-            {
-                eprintln!("{change}");
-            }
-        } else {
-            self.pipeline
-                .process(entry, now, &mut self.emitted, &mut self.dropped);
-        }
+        self.process(entry, now);
     }
 
     /// Releases what the stages held past its wait time.
@@ -253,20 +307,40 @@ impl TargetPipeline {
                 .or_insert(seq);
         }
         // Group what came out by file, labels and tenant, keeping its order.
-        let mut groups: Vec<Group> = Vec::new();
+        let mut groups = std::mem::take(&mut self.spare_groups);
+        let mut used = 0;
         for mut entry in self.emitted.drain(..) {
             let slot = slot_of(entry.origin);
             let tenant = entry.labels.remove(TENANT_LABEL);
             entry
                 .labels
                 .retain(|k, v| !k.starts_with("__") && !v.is_empty());
-            let labels = std::mem::take(&mut entry.labels);
-            match groups
-                .iter_mut()
-                .find(|(s, l, t, _)| *s == slot && *l == labels && *t == tenant)
-            {
-                Some(group) => group.3.push(entry),
-                None => groups.push((slot, labels, tenant, vec![entry])),
+            let d = digest(&entry.labels);
+            match groups[..used].iter_mut().find(|g| {
+                g.digest == d && g.slot == slot && g.labels == entry.labels && g.tenant == tenant
+            }) {
+                Some(group) => group.entries.push(entry),
+                None => {
+                    if used == groups.len() {
+                        groups.push(Group {
+                            slot,
+                            digest: d,
+                            labels: Labels::new(),
+                            tenant: None,
+                            entries: Vec::new(),
+                        });
+                    }
+                    let g = &mut groups[used];
+                    g.slot = slot;
+                    g.digest = d;
+                    g.labels.clear();
+                    for (k, v) in &entry.labels {
+                        g.labels.set_text(k, v);
+                    }
+                    g.tenant = tenant;
+                    g.entries.push(entry);
+                    used += 1;
+                }
             }
         }
         let mut touched: HashSet<u32> = HashSet::new();
@@ -282,24 +356,31 @@ impl TargetPipeline {
                 .map_or(feed.last_end, |(_, start)| *start);
             frontiers.insert(*slot, frontier);
         }
-        for (slot, labels, tenant, entries) in groups {
+        for group in &mut groups[..used] {
+            let slot = group.slot;
             let Some(feed) = self.feeds.get(&slot) else {
-                // A generation forgotten (its file was truncated): its lines still go out.
+                // A generation forgotten (its file was truncated): its lines are not sent.
+                self.spare.append(&mut group.entries);
+                self.spare.truncate(SPARE_ENTRIES);
                 continue;
             };
             let frontier = frontiers.get(&slot).copied().unwrap_or(feed.frontier);
             touched.insert(slot);
             let ticket = acks.reserve(feed.source, frontier, feed.size);
-            let label_set = self.label_set(labels);
+            let label_set = label_set(&mut self.label_sets, &group.labels);
+            let text_len = group.entries.iter().map(|e| e.line.len()).sum();
             let mut chunk = Chunk::new(
                 ticket,
                 label_set,
-                String::new(),
-                Vec::with_capacity(entries.len()),
+                String::with_capacity(text_len),
+                Vec::with_capacity(group.entries.len()),
             );
-            chunk.tenant = tenant.map(Arc::from);
-            let with_metadata = entries.iter().any(|e| !e.structured_metadata.is_empty());
-            for entry in entries {
+            chunk.tenant = group.tenant.take().map(Arc::from);
+            let with_metadata = group
+                .entries
+                .iter()
+                .any(|e| !e.structured_metadata.is_empty());
+            for mut entry in group.entries.drain(..) {
                 let start = chunk.text.len() as u32;
                 chunk.text.push_str(&entry.line);
                 chunk.lines.push(Line {
@@ -309,13 +390,19 @@ impl TargetPipeline {
                     offset: frontier,
                 });
                 if with_metadata {
-                    chunk
-                        .metadata
-                        .push(entry.structured_metadata.into_iter().collect());
+                    chunk.metadata.push(
+                        std::mem::take(&mut entry.structured_metadata)
+                            .into_iter()
+                            .collect(),
+                    );
+                }
+                if self.spare.len() < SPARE_ENTRIES && !entry.too_big_to_keep() {
+                    self.spare.push(entry);
                 }
             }
             out.push(chunk);
         }
+        self.spare_groups = groups;
         let mut closable = Vec::new();
         for (slot, feed) in &mut self.feeds {
             let frontier = frontiers.get(slot).copied().unwrap_or(feed.frontier);
@@ -333,20 +420,21 @@ impl TargetPipeline {
             .filter_map(|slot| self.feeds.remove(&slot).map(|f| f.source))
             .collect()
     }
+}
 
-    fn label_set(&mut self, labels: BTreeMap<String, String>) -> Arc<LabelSet> {
-        if let Some(set) = self.label_sets.get(&labels) {
-            return set.clone();
-        }
-        if self.label_sets.len() >= LABEL_SET_CACHE {
-            self.label_sets.clear();
-        }
-        let set = Arc::new(LabelSet::new(
-            labels.iter().map(|(k, v)| (k.clone(), v.clone())),
-        ));
-        self.label_sets.insert(labels, set.clone());
-        set
+/// The shared label set of `labels`, from the cache when it was seen before.
+fn label_set(cache: &mut HashMap<Labels, Arc<LabelSet>>, labels: &Labels) -> Arc<LabelSet> {
+    if let Some(set) = cache.get(labels) {
+        return set.clone();
     }
+    if cache.len() >= LABEL_SET_CACHE {
+        cache.clear();
+    }
+    let set = Arc::new(LabelSet::new(
+        labels.iter().map(|(k, v)| (k.clone(), v.clone())),
+    ));
+    cache.insert(labels.clone(), set.clone());
+    set
 }
 
 #[cfg(test)]
@@ -490,6 +578,44 @@ mod tests {
                     Some("b".to_string()),
                     1
                 ),
+            ]
+        );
+    }
+
+    #[test]
+    fn reused_entries_start_afresh() {
+        let acks = Acknowledger::new(Table::default());
+        let (_, source) = file(&acks, 4);
+        let mut tp = pipeline(
+            "- regex:\n    expression: '^(?P<a>x+)'\n- labels:\n    a:\n- output:\n    source: a\n",
+        );
+        tp.open(0, source, &LabelSet::new([("job", "j")]), 0);
+        let metrics = Metrics::new();
+        let mut got = Vec::new();
+        let mut end = 0;
+        // The entry of "xx" is reused for "yy": nothing extracted from "xx" may stay.
+        for text in ["xx\n", "yy\n"] {
+            end += text.len() as u64;
+            tp.feed(
+                0,
+                &split(text, end),
+                Timestamp::from_nanos(1),
+                end,
+                Instant::now(),
+            );
+            let mut out = vec![];
+            tp.finish(&acks, &metrics, &mut out);
+            for c in &out {
+                for l in &c.lines {
+                    got.push((c.labels.rendered().to_string(), c.line_text(l).to_string()));
+                }
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                (r#"{a="xx", job="j"}"#.to_string(), "xx".to_string()),
+                (r#"{job="j"}"#.to_string(), "yy".to_string()),
             ]
         );
     }

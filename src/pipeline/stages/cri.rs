@@ -16,12 +16,12 @@ use super::timestamp::Format;
 use super::weak::{WBool, WString, WU64};
 use super::{LabelsStage, RegexStage, TimestampStage};
 use crate::pipeline::gotime::Zone;
-use crate::pipeline::{Cx, Entry, Flow, Stage};
+use crate::pipeline::{Cx, Entry, Flow, Labels, Stage};
 use crate::units::{ByteSize, GoDuration};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 #[derive(Deserialize, Default)]
@@ -42,7 +42,7 @@ struct Cri {
     truncate_to: Option<usize>,
     max_wait: Duration,
     /// Per label set: the partial line so far, when it started, and its first origin.
-    partials: HashMap<BTreeMap<String, String>, (Entry, Instant, u64)>,
+    partials: HashMap<Labels, (Entry, Instant, u64)>,
 }
 
 impl Cri {
@@ -65,7 +65,8 @@ impl Stage for Cri {
         if let Some(Value::String(content)) = entry.extracted.get("content")
             && entry.line != *content
         {
-            entry.line = content.clone();
+            entry.line.clear();
+            entry.line.push_str(content);
         }
         let partial = matches!(entry.extracted.get("flags"), Some(Value::String(f)) if f == "P");
         if partial {
@@ -93,7 +94,9 @@ impl Stage for Cri {
                 _ => Flow::Many(released),
             };
         }
-        if let Some((prev, _, _)) = self.partials.remove(&entry.labels) {
+        if !self.partials.is_empty()
+            && let Some((prev, _, _)) = self.partials.remove(&entry.labels)
+        {
             let mut line = prev.line;
             line.push_str(&entry.line);
             entry.line = line;
@@ -103,7 +106,7 @@ impl Stage for Cri {
     }
 
     fn flush_due(&mut self, cx: &mut Cx<'_>, out: &mut Vec<Entry>) {
-        let due: Vec<BTreeMap<String, String>> = self
+        let due: Vec<Labels> = self
             .partials
             .iter()
             .filter(|(_, (_, since, _))| cx.now.saturating_duration_since(*since) >= self.max_wait)

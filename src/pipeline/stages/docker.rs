@@ -16,12 +16,12 @@ use super::timestamp::Format;
 use super::weak::WString;
 use super::{LabelsStage, TimestampStage};
 use crate::pipeline::gotime::Zone;
-use crate::pipeline::{Cx, Entry, Flow, Stage};
+use crate::pipeline::{Cx, Entry, Flow, Labels, Stage};
 use crate::units::{ByteSize, GoDuration};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 #[derive(Deserialize, Default)]
@@ -46,7 +46,7 @@ struct Docker {
     timestamp: TimestampStage,
     max_size: usize,
     max_wait: Duration,
-    partials: HashMap<BTreeMap<String, String>, Partial>,
+    partials: HashMap<Labels, Partial>,
 }
 
 /// Cuts `s` to at most `max` bytes, at a character boundary.
@@ -81,17 +81,21 @@ impl Stage for Docker {
         let _ = self.json.apply(&mut entry);
         self.labels.apply(&mut entry);
         self.timestamp.apply(&mut entry);
-        let (output, is_stream) =
-            match (entry.extracted.get("output"), entry.extracted.get("stream")) {
-                (Some(Value::String(o)), Some(Value::String(_))) => (Some(o.clone()), true),
-                (Some(Value::String(o)), _) => (Some(o.clone()), false),
-                _ => (None, false),
-            };
-        let Some(mut output) = output else {
+        let Some(Value::String(output)) = entry.extracted.get("output") else {
             // Not a Docker line: passes as the sub-stages left it (no output to set).
             return Flow::Pass(entry);
         };
+        let is_stream = matches!(entry.extracted.get("stream"), Some(Value::String(_)));
         let complete = output.ends_with('\n') || !is_stream;
+        if complete && (self.partials.is_empty() || !self.partials.contains_key(&entry.labels)) {
+            // A whole line with nothing held before it: the line is the output.
+            if entry.line != *output {
+                entry.line.clear();
+                entry.line.push_str(output);
+            }
+            return Flow::Pass(entry);
+        }
+        let mut output = output.clone();
         match (self.partials.remove(&entry.labels), complete) {
             (None, true) => {
                 if entry.line != output {
@@ -136,7 +140,7 @@ impl Stage for Docker {
     }
 
     fn flush_due(&mut self, cx: &mut Cx<'_>, out: &mut Vec<Entry>) {
-        let due: Vec<BTreeMap<String, String>> = self
+        let due: Vec<Labels> = self
             .partials
             .iter()
             .filter(|(_, p)| cx.now.saturating_duration_since(p.since) >= self.max_wait)

@@ -26,6 +26,9 @@ struct JsonConfig {
 
 pub(crate) struct JsonStage {
     expressions: Vec<(String, Expression<'static>)>,
+    /// When every expression is a plain key of the object (`log`, `level`), those keys in
+    /// expression order: the line is then read for them alone (see [`pick_fields`]).
+    fields: Option<Vec<String>>,
     source: Option<String>,
     drop_malformed: bool,
 }
@@ -52,14 +55,31 @@ impl JsonStage {
                 .map_err(|e| format!("could not compile JMES expression {expr:?}: {e}"))?;
             compiled.push((name.clone(), e));
         }
+        let fields = compiled
+            .iter()
+            .map(|(_, e)| is_plain_key(e.as_str()).then(|| e.as_str().to_string()))
+            .collect();
         Ok(JsonStage {
             expressions: compiled,
+            fields,
             source,
             drop_malformed,
         })
     }
 
     pub(crate) fn apply(&self, entry: &mut Entry) -> Result<(), JsonFailure> {
+        if let Some(fields) = &self.fields
+            && self.source.is_none()
+            && let Ok(values) = pick_fields(&entry.line, fields)
+        {
+            for ((name, _), value) in self.expressions.iter().zip(values) {
+                match value {
+                    Picked::Text(s) => entry.extracted.set_text(name, &s),
+                    Picked::Other(v) => set_value(&mut entry.extracted, name, v),
+                }
+            }
+            return Ok(());
+        }
         let parsed = match &self.source {
             None => parse_object(&entry.line),
             Some(source) => match super::source_string(&entry.extracted, source) {
@@ -104,6 +124,149 @@ impl JsonStage {
             entry.extracted.insert(name.clone(), value);
         }
         Ok(())
+    }
+}
+
+/// Whether a JMESPath expression is an unquoted identifier, i.e. selects one key of the object.
+fn is_plain_key(expr: &str) -> bool {
+    let mut bytes = expr.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Puts one selected value in the extracted map as the stage does for a JMESPath result:
+/// scalars keep their type, arrays and objects become their JSON text.
+fn set_value(extracted: &mut crate::pipeline::Extracted, name: &str, value: Value) {
+    match value {
+        Value::String(s) => extracted.set_text(name, &s),
+        Value::Array(_) | Value::Object(_) => {
+            let mut s = String::new();
+            crate::pipeline::value::go_json_value(&value, &mut s);
+            extracted.insert(name.to_string(), Value::String(s));
+        }
+        scalar => {
+            extracted.insert(name.to_string(), scalar);
+        }
+    }
+}
+
+/// The values of top-level `keys` of a JSON object (null for a missing key, the last one for a
+/// repeated key, as JMESPath over the parsed object gives them), reading the rest of the
+/// object only to check it is valid JSON. An error means "take the general path", which then
+/// reports the problem the way it always does.
+///
+/// Hand-written because building the whole document (every key and value of the line) and
+/// evaluating an expression tree per key is most of the cost of this stage on typical lines.
+fn pick_fields<'l>(line: &'l str, keys: &[String]) -> Result<Vec<Picked<'l>>, serde_json::Error> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Pick<'k>(&'k [String]);
+    /// Reads a key as the index of its first occurrence in the wanted keys, without copying it.
+    struct Key<'k>(&'k [String]);
+    impl<'de> Visitor<'de> for Key<'_> {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string key")
+        }
+        fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+            Ok(self.0.iter().position(|k| k == key))
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Key<'_> {
+        type Value = Option<usize>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Pick<'_> {
+        type Value = Vec<Picked<'de>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Picked<'de>>, A::Error> {
+            let mut values: Vec<Picked<'de>> = vec![Picked::Other(Value::Null); self.0.len()];
+            while let Some(found) = map.next_key_seed(Key(self.0))? {
+                match found {
+                    Some(i) => {
+                        let v: Picked<'de> = map.next_value()?;
+                        // One key may be picked by several expressions.
+                        for (value, key) in values.iter_mut().zip(self.0).skip(i + 1) {
+                            if *key == self.0[i] {
+                                *value = v.clone();
+                            }
+                        }
+                        values[i] = v;
+                    }
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(values)
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Pick<'_> {
+        type Value = Vec<Picked<'de>>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Picked<'de>>, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(line);
+    let values = Pick(keys).deserialize(&mut de)?;
+    de.end()?;
+    Ok(values)
+}
+
+/// A value [`pick_fields`] selected: a string as it is in the line when it has no escapes.
+#[derive(Clone)]
+enum Picked<'l> {
+    Text(std::borrow::Cow<'l, str>),
+    Other(Value),
+}
+
+impl<'de> Deserialize<'de> for Picked<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        use serde::de::{MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Picked<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Picked<'de>, E> {
+                Ok(Picked::Text(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Picked<'de>, E> {
+                Ok(Picked::Text(std::borrow::Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Picked<'de>, E> {
+                Ok(Picked::Text(std::borrow::Cow::Owned(s)))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Picked<'de>, E> {
+                Ok(Picked::Other(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Picked<'de>, E> {
+                Ok(Picked::Other(Value::from(n)))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Picked<'de>, E> {
+                Ok(Picked::Other(Value::from(n)))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Picked<'de>, E> {
+                Ok(Picked::Other(Value::from(n)))
+            }
+            fn visit_unit<E>(self) -> Result<Picked<'de>, E> {
+                Ok(Picked::Other(Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Picked<'de>, A::Error> {
+                Value::deserialize(SeqAccessDeserializer::new(seq)).map(Picked::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Picked<'de>, A::Error> {
+                Value::deserialize(MapAccessDeserializer::new(map)).map(Picked::Other)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -48,11 +48,7 @@ impl LabelsStage {
                 continue;
             };
             match get_string(value) {
-                Some(s) => {
-                    if entry.labels.get(name).map(String::as_str) != Some(&*s) {
-                        entry.labels.insert(name.clone(), s.into_owned());
-                    }
-                }
+                Some(s) => entry.labels.set_text(name, &s),
                 None => tracing::debug!(
                     label = name.as_str(),
                     "failed to convert extracted label value to string"
@@ -87,7 +83,7 @@ impl Stage for StaticLabels {
     }
     fn process(&mut self, mut entry: Entry, _: &mut Cx<'_>) -> Flow {
         for (name, value) in &self.pairs {
-            entry.labels.insert(name.clone(), value.clone());
+            entry.labels.set_text(name, value);
         }
         Flow::Pass(entry)
     }
@@ -233,7 +229,8 @@ impl Stage for Output {
         match super::source_string(&entry.extracted, &self.source) {
             Ok(s) => {
                 if entry.line != *s {
-                    entry.line = s.into_owned();
+                    entry.line.clear();
+                    entry.line.push_str(&s);
                 }
             }
             Err(why) => tracing::debug!(source = self.source.as_str(), "output stage: {why}"),

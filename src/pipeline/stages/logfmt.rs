@@ -6,7 +6,6 @@ use super::weak::SString as WString;
 use super::{non_empty_source, options};
 use crate::pipeline::{Cx, Entry, Flow, Stage};
 use serde::Deserialize;
-use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -39,18 +38,14 @@ impl Stage for Logfmt {
                 }
             },
         };
-        let mut found = Vec::new();
+        let extracted = &mut entry.extracted;
         let result = decode(&input, |key, value| {
             if let Some((_, names)) = self.mapping.iter().find(|(k, _)| k == key) {
                 for name in names {
-                    found.push((name.clone(), value.to_string()));
+                    extracted.set_text(name, value);
                 }
             }
         });
-        drop(input);
-        for (name, value) in found {
-            entry.extracted.insert(name, Value::String(value));
-        }
         if let Err(e) = result {
             tracing::debug!(error = e.as_str(), "failed to decode logfmt");
         }

@@ -13,7 +13,6 @@ use crate::pipeline::{BuildCtx, Cx, Entry, Flow, PipelineError, Stage, Stages};
 use regex::Regex;
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 #[derive(Deserialize)]
@@ -126,7 +125,7 @@ impl Selector {
         Ok(Selector { matchers, filters })
     }
 
-    pub(crate) fn matches(&self, labels: &BTreeMap<String, String>, line: &str) -> bool {
+    pub(crate) fn matches(&self, labels: &crate::pipeline::Labels, line: &str) -> bool {
         let get = |n: &str| labels.get(n).map_or("", String::as_str);
         self.matchers.iter().all(|m| match m {
             LabelMatcher::Eq(n, v) => get(n) == v,
@@ -385,9 +384,8 @@ pub(crate) fn build(
 mod tests {
     use super::Selector;
     use crate::pipeline::tests::{build_err, run_lines};
-    use std::collections::BTreeMap;
 
-    fn l(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn l(pairs: &[(&str, &str)]) -> crate::pipeline::Labels {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -450,7 +450,7 @@ pub(crate) fn reject_angle_group(expr: &str) -> Result<(), String> {
 
 /// The value of `source` in the extracted map as a string, or why not (for debug logs).
 pub(crate) fn source_string<'a>(
-    extracted: &'a std::collections::BTreeMap<String, serde_json::Value>,
+    extracted: &'a crate::pipeline::Extracted,
     source: &str,
 ) -> Result<std::borrow::Cow<'a, str>, &'static str> {
     let v = extracted

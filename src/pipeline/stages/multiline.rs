@@ -9,12 +9,12 @@
 
 use super::options;
 use super::weak::{WString, WU64};
-use crate::pipeline::{Cx, Entry, Flow, Stage};
+use crate::pipeline::{Cx, Entry, Flow, Labels, Stage};
 use crate::units::GoDuration;
 use regex::Regex;
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 #[derive(Deserialize)]
@@ -38,7 +38,7 @@ struct Multiline {
     firstline: Regex,
     max_wait: Duration,
     max_lines: u64,
-    blocks: HashMap<BTreeMap<String, String>, Block>,
+    blocks: HashMap<Labels, Block>,
 }
 
 impl Block {

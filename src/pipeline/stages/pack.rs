@@ -52,7 +52,7 @@ impl Stage for Pack {
         go_json_string(&entry.line, &mut line);
         line.push('}');
         for (name, _) in &packed {
-            entry.labels.remove(*name);
+            entry.labels.remove(name);
         }
         entry.line = line;
         if self.ingest_timestamp {

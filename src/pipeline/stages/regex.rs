@@ -4,9 +4,8 @@
 use super::weak::SString as WString;
 use super::{compile_regex, non_empty_source, options};
 use crate::pipeline::{Cx, Entry, Flow, Stage};
-use regex::Regex;
+use regex::{CaptureLocations, Regex};
 use serde::Deserialize;
-use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
 
 #[derive(Deserialize)]
@@ -21,23 +20,29 @@ pub(crate) struct RegexStage {
     source: Option<String>,
     /// (group index, name) of the named groups.
     names: Vec<(usize, String)>,
+    /// Where the groups matched, reused from line to line.
+    locations: CaptureLocations,
 }
 
 impl RegexStage {
     pub(crate) fn new(regex: Regex, source: Option<String>) -> RegexStage {
-        let names = regex
+        let mut names: Vec<(usize, String)> = regex
             .capture_names()
             .enumerate()
             .filter_map(|(i, n)| n.map(|n| (i, n.to_string())))
             .collect();
+        // Names are unique: setting them in key order gives the same map, with each key found
+        // right after the previous one.
+        names.sort_by(|a, b| a.1.cmp(&b.1));
         RegexStage {
+            locations: regex.capture_locations(),
             regex,
             source,
             names,
         }
     }
 
-    pub(crate) fn apply(&self, entry: &mut Entry) {
+    pub(crate) fn apply(&mut self, entry: &mut Entry) {
         let input = match &self.source {
             None => std::borrow::Cow::Borrowed(entry.line.as_str()),
             Some(source) => match super::source_string(&entry.extracted, source) {
@@ -48,25 +53,24 @@ impl RegexStage {
                 }
             },
         };
-        let Some(caps) = self.regex.captures(&input) else {
+        let matched = if self.names.is_empty() {
+            // Nothing to extract: whether it matches is all there is to know.
+            self.regex.is_match(&input)
+        } else {
+            self.regex
+                .captures_read(&mut self.locations, &input)
+                .is_some()
+        };
+        if !matched {
             tracing::debug!(regex = self.regex.as_str(), "regex did not match");
             return;
-        };
+        }
         for (i, name) in &self.names {
-            let value = caps.get(*i).map_or("", |m| m.as_str());
-            match entry.extracted.get_mut(name) {
-                Some(Value::String(s)) => {
-                    if s != value {
-                        s.clear();
-                        s.push_str(value);
-                    }
-                }
-                _ => {
-                    entry
-                        .extracted
-                        .insert(name.clone(), Value::String(value.to_string()));
-                }
-            }
+            let value = self
+                .locations
+                .get(*i)
+                .map_or("", |(start, end)| &input[start..end]);
+            entry.extracted.set_text(name, value);
         }
     }
 }

@@ -8,7 +8,6 @@ use crate::pipeline::{Cx, Entry, Flow, Stage, get_string};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
-use std::collections::BTreeMap;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,7 +24,7 @@ struct TemplateStage {
 /// What the template sees: the extracted values that have a string form, `.Value` (the source's
 /// value) and `.Entry` (the line).
 pub(crate) struct ExtractedData<'a> {
-    pub extracted: &'a BTreeMap<String, Value>,
+    pub extracted: &'a crate::pipeline::Extracted,
     /// `.Value`, when set.
     pub value: Option<&'a str>,
     /// `.Entry`, when set.
@@ -121,10 +120,7 @@ mod tests {
     use crate::pipeline::tests::{build_err, run_entry_with};
     use serde_json::json;
 
-    fn tpl(
-        yaml: &str,
-        pairs: &[(&str, &str)],
-    ) -> std::collections::BTreeMap<String, serde_json::Value> {
+    fn tpl(yaml: &str, pairs: &[(&str, &str)]) -> crate::pipeline::Extracted {
         run_entry_with(yaml, "the line", pairs).extracted
     }
 

@@ -11,11 +11,11 @@ use super::options;
 use super::weak::SString as WString;
 use crate::entry::Timestamp;
 use crate::pipeline::gotime::{Fields, Layout, Zone, named_layout};
-use crate::pipeline::{Cx, Entry, Flow, Stage};
+use crate::pipeline::{Cx, Entry, Flow, Labels, Stage};
 use chrono::Datelike;
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,7 +111,7 @@ pub(crate) struct TimestampStage {
     formats: Vec<Format>,
     fudge: bool,
     /// Last good timestamp per label set (bounded like Promtail's LRU of 10,000).
-    last: HashMap<BTreeMap<String, String>, (Timestamp, u64)>,
+    last: HashMap<Labels, (Timestamp, u64)>,
     tick: u64,
 }
 
@@ -151,7 +151,7 @@ impl TimestampStage {
         ))
     }
 
-    fn remember(&mut self, labels: &BTreeMap<String, String>, ts: Timestamp) {
+    fn remember(&mut self, labels: &Labels, ts: Timestamp) {
         self.tick += 1;
         if let Some(slot) = self.last.get_mut(labels) {
             *slot = (ts, self.tick);

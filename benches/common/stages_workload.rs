@@ -1,0 +1,233 @@
+//! The end-to-end pipeline workload: nginx access logs parsed the way a new user writes it,
+//! `regex` (8 named groups) → `labels` (method, status) → `timestamp` (`time_local`), shipped
+//! by the `logferry` binary to a Loki receiver on 127.0.0.1; next to two floors measured in the
+//! same run: the shipping floor (read, split, encode and compress, no stages) and the parsing
+//! floor (the same regex with `captures_read` into reused locations and chrono reading the
+//! timestamp, one thread, in-process).
+//!
+//! It runs twice: on every core, and pinned to one core, so the figure of using the cores is
+//! measured on the same files.
+
+use logferry::config::{Compression, Encoding};
+use loki_receiver::Receiver;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::workload::{proc_usage, thread_cpu};
+
+/// Busy files, each read by the same target.
+pub const STAGE_FILES: usize = 4;
+
+const REGEX: &str = r#"^(?P<remote_addr>\S+) - (?P<remote_user>\S+) \[(?P<time_local>[^\]]+)\] "(?P<method>\S+) (?P<path>\S+) (?P<protocol>[^"]+)" (?P<status>\d{3}) (?P<body_bytes_sent>\d+) "[^"]*" "[^"]*"$"#;
+const LAYOUT: &str = "02/Jan/2006:15:04:05 -0700";
+const CHRONO_LAYOUT: &str = "%d/%b/%Y:%H:%M:%S %z";
+
+const PATHS: &[&str] = &[
+    "/",
+    "/index.html",
+    "/api/v1/orders",
+    "/api/v1/orders/8812/items",
+    "/static/app.3f9a1c.js",
+    "/login",
+    "/api/v2/search?q=rust+log+shipper&page=2",
+];
+const AGENTS: &[&str] = &[
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+    "curl/8.5.0",
+];
+const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
+const STATUS: &[&str] = &["200", "200", "200", "304", "404", "500", "201"];
+
+/// Writes `STAGE_FILES` nginx access logs totalling about `bytes`; returns their paths and the
+/// number of lines.
+fn make_nginx_files(dir: &Path, bytes: u64) -> (Vec<PathBuf>, u64) {
+    let mut n: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut lines = 0;
+    let mut paths = vec![];
+    for i in 0..STAGE_FILES {
+        let path = dir.join(format!("nginx-{i}.log"));
+        let mut out = BufWriter::new(std::fs::File::create(&path).expect("create bench file"));
+        let mut written = 0u64;
+        let mut line = Vec::with_capacity(512);
+        while written < bytes / STAGE_FILES as u64 {
+            n ^= n << 13;
+            n ^= n >> 7;
+            n ^= n << 17;
+            let pick = |items: &[&'static str], shift: u32| {
+                items[((n >> shift) % items.len() as u64) as usize]
+            };
+            line.clear();
+            let _ = writeln!(
+                line,
+                "10.{}.{}.{} - - [21/Nov/2026:{:02}:{:02}:{:02} +0100] \"{} {} HTTP/1.1\" {} {} \"-\" \"{}\"",
+                n % 256,
+                (n >> 8) % 256,
+                (n >> 16) % 256,
+                (lines / 3600) % 24,
+                (lines / 60) % 60,
+                lines % 60,
+                pick(METHODS, 24),
+                pick(PATHS, 28),
+                pick(STATUS, 32),
+                (n >> 40) % 50_000,
+                pick(AGENTS, 36),
+            );
+            out.write_all(&line).expect("write bench file");
+            written += line.len() as u64;
+            lines += 1;
+        }
+        out.flush().expect("flush bench file");
+        paths.push(path);
+    }
+    (paths, lines)
+}
+
+/// The parsing floor: the regex with `captures_read` into reused locations, and chrono reading
+/// `time_local`, over every line, on this thread. Returns CPU time.
+fn parsing_floor(paths: &[PathBuf]) -> Duration {
+    let regex = regex::Regex::new(REGEX).expect("bench regex");
+    let time_group = regex
+        .capture_names()
+        .position(|n| n == Some("time_local"))
+        .expect("time_local group");
+    let mut locs = regex.capture_locations();
+    let start = thread_cpu();
+    let mut sum = 0i64;
+    let mut line = String::new();
+    for path in paths {
+        let mut file = BufReader::with_capacity(
+            256 * 1024,
+            std::fs::File::open(path).expect("open bench file"),
+        );
+        loop {
+            line.clear();
+            if file.read_line(&mut line).expect("read bench file") == 0 {
+                break;
+            }
+            let text = line.trim_end_matches('\n');
+            if regex.captures_read(&mut locs, text).is_some()
+                && let Some((a, b)) = locs.get(time_group)
+                && let Ok(t) = chrono::DateTime::parse_from_str(&text[a..b], CHRONO_LAYOUT)
+            {
+                sum = sum.wrapping_add(t.timestamp());
+            }
+        }
+    }
+    std::hint::black_box(sum);
+    thread_cpu() - start
+}
+
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+    peak_rss: u64,
+}
+
+/// Ships the files through the binary with the stages; `one_core` pins it to the first CPU.
+fn ship(dir: &Path, glob: &str, lines: u64, one_core: bool) -> Run {
+    use std::os::unix::process::CommandExt;
+    let receiver = Receiver::builder().count_only(true).start();
+    let name = if one_core { "stages-1" } else { "stages" };
+    let positions = dir.join(format!("positions-{name}.yaml"));
+    let config = dir.join(format!("config-{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{http_listen_port: 0}}\npositions: {{filename: {}}}\nclients:\n  - url: {}\nscrape_configs:\n  - job_name: bench\n    static_configs:\n      - labels: {{job: bench, __path__: '{glob}'}}\n    pipeline_stages:\n      - regex:\n          expression: '{REGEX}'\n      - labels:\n          method:\n          status:\n      - timestamp:\n          source: time_local\n          format: '{LAYOUT}'\n",
+            positions.display(),
+            receiver.url()
+        ),
+    )
+    .expect("write bench config");
+    let started = Instant::now();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    command
+        .arg(format!("-config.file={}", config.display()))
+        .arg("-log.level=warn")
+        .stdout(Stdio::null());
+    if one_core {
+        // SAFETY: between fork and exec, only sched_setaffinity (async-signal-safe) runs.
+        unsafe {
+            command.pre_exec(|| {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn().expect("start logferry");
+    let deadline = started + Duration::from_secs(900);
+    while receiver.stats().entries < lines && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let wall = started.elapsed();
+    let (cpu, peak_rss) = proc_usage(child.id());
+    // SAFETY: kill only sends a signal to the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let got = receiver.stats().entries;
+    assert_eq!(
+        got, lines,
+        "the receiver got {got} of {lines} lines ({name})"
+    );
+    Run {
+        wall,
+        cpu,
+        peak_rss,
+    }
+}
+
+/// Runs the workload on about `bytes` of nginx lines and prints its figures and floors.
+pub fn run(bytes: u64, shipping_floor: impl Fn(&[PathBuf], Encoding, Compression) -> Duration) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (paths, lines) = make_nginx_files(dir.path(), bytes);
+    let total: u64 = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let gb = total as f64 / 1e9;
+    let glob = format!("{}/nginx-*.log", dir.path().display());
+    println!(
+        "\nstages: regex (8 groups) → labels (method, status) → timestamp (time_local); {STAGE_FILES} files, {lines} lines, {:.1} MB",
+        total as f64 / 1e6
+    );
+    // Both floors read the files first, which also warms the page cache.
+    let ship_floor =
+        shipping_floor(&paths, Encoding::Protobuf, Compression::Snappy).as_secs_f64() / gb;
+    let parse_floor = parsing_floor(&paths).as_secs_f64() / gb;
+    println!(
+        "floors, CPU-s/GB: shipping {ship_floor:.2}, parsing {parse_floor:.2}, sum {:.2}",
+        ship_floor + parse_floor
+    );
+    println!(
+        "{:<12} {:>12} {:>9} {:>11} {:>9} {:>13}",
+        "cores", "lines/s", "MB/s", "CPU-s/GB", "peak RSS", "vs floors"
+    );
+    let mut all_cores = 0.0;
+    for one_core in [false, true] {
+        let run = ship(dir.path(), &glob, lines, one_core);
+        let secs = run.wall.as_secs_f64();
+        let cpu_per_gb = run.cpu.as_secs_f64() / gb;
+        let rate = lines as f64 / secs;
+        println!(
+            "{:<12} {:>12.0} {:>9.1} {:>11.2} {:>7.1}MB {:>12.2}x",
+            if one_core { "1" } else { "all" },
+            rate,
+            total as f64 / 1e6 / secs,
+            cpu_per_gb,
+            run.peak_rss as f64 / (1 << 20) as f64,
+            cpu_per_gb / (ship_floor + parse_floor).max(1e-9)
+        );
+        if one_core {
+            println!("all cores / one core: {:.2}x", all_cores / rate);
+        } else {
+            all_cores = rate;
+        }
+    }
+}

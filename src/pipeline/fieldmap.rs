@@ -1,0 +1,430 @@
+//! The maps an entry carries through the stages (its labels and its extracted values).
+//!
+//! Hand-written rather than a `BTreeMap`: an entry's maps hold a handful of short keys, every
+//! line fills them again with the same keys, and a `BTreeMap` allocates a node and a string per
+//! key and value for each line. A [`FieldMap`] is a vector sorted by key whose removed or
+//! cleared pairs stay in place, marked dead: an entry reused for the next line (see
+//! `tail::pipelined`) finds each key where it was and writes the new value into the old
+//! string, without allocating or moving anything. Iteration is in key order, as a
+//! `BTreeMap`'s, and sees the live pairs only.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+/// A small map with sorted string keys; its slots are reused after `clear`, `remove` and
+/// `retain`.
+pub struct FieldMap<V> {
+    /// Every slot, live or dead, sorted by key (keys are unique).
+    slots: Vec<Slot<V>>,
+    len: usize,
+    /// The slot after the one last set.
+    hint: usize,
+}
+
+/// Orders keys as `str::cmp` does; short keys are compared here rather than by a call to
+/// `memcmp`, which is most of the cost of looking a key up.
+fn cmp_key(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+struct Slot<V> {
+    key: String,
+    value: V,
+    live: bool,
+}
+
+impl<V: Clone> Clone for Slot<V> {
+    fn clone(&self) -> Self {
+        Slot {
+            key: self.key.clone(),
+            value: self.value.clone(),
+            live: self.live,
+        }
+    }
+}
+
+/// Dead slots kept at most (beyond, and when they outnumber the live ones, they go).
+const DEAD_KEPT: usize = 64;
+
+/// An entry's labels.
+pub type Labels = FieldMap<String>;
+/// An entry's extracted values.
+pub type Extracted = FieldMap<Value>;
+
+/// A value that can take a string's content, reusing its own memory when it can.
+pub trait FromStrIn {
+    fn from_text(s: &str) -> Self;
+    /// Becomes `s`.
+    fn set_text(&mut self, s: &str);
+}
+
+impl FromStrIn for String {
+    fn from_text(s: &str) -> Self {
+        s.to_string()
+    }
+    fn set_text(&mut self, s: &str) {
+        self.clear();
+        self.push_str(s);
+    }
+}
+
+impl FromStrIn for Value {
+    fn from_text(s: &str) -> Self {
+        Value::String(s.to_string())
+    }
+    fn set_text(&mut self, s: &str) {
+        match self {
+            Value::String(old) => old.set_text(s),
+            other => *other = Value::String(s.to_string()),
+        }
+    }
+}
+
+impl<V> Default for FieldMap<V> {
+    fn default() -> Self {
+        FieldMap {
+            slots: Vec::new(),
+            len: 0,
+            hint: 0,
+        }
+    }
+}
+
+impl<V> FieldMap<V> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The slot of `key` (live or dead), or where it would go.
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.slots.binary_search_by(|s| cmp_key(&s.key, key))
+    }
+
+    /// [`FieldMap::find`], trying first the slot after the one last set: stages set the same
+    /// keys in the same order on every line.
+    fn find_from_hint(&mut self, key: &str) -> Result<usize, usize> {
+        if let Some(slot) = self.slots.get(self.hint)
+            && cmp_key(&slot.key, key).is_eq()
+        {
+            self.hint += 1;
+            return Ok(self.hint - 1);
+        }
+        let found = self.find(key);
+        if let Ok(i) = found {
+            self.hint = i + 1;
+        }
+        found
+    }
+
+    fn live(&self, key: &str) -> Option<usize> {
+        self.find(key).ok().filter(|&i| self.slots[i].live)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.live(key).map(|i| &self.slots[i].value)
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.live(key).map(|i| &mut self.slots[i].value)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.live(key).is_some()
+    }
+
+    /// Sets `key` to `value`; returns the value it replaced.
+    pub fn insert(&mut self, key: String, value: V) -> Option<V> {
+        match self.find(&key) {
+            Ok(i) => {
+                let slot = &mut self.slots[i];
+                let old = std::mem::replace(&mut slot.value, value);
+                if slot.live {
+                    Some(old)
+                } else {
+                    slot.live = true;
+                    self.len += 1;
+                    None
+                }
+            }
+            Err(i) => {
+                self.slots.insert(
+                    i,
+                    Slot {
+                        key,
+                        value,
+                        live: true,
+                    },
+                );
+                self.len += 1;
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<V> {
+        let i = self.live(key)?;
+        self.len -= 1;
+        Some(self.slots.remove(i).value)
+    }
+
+    /// Keeps the pairs for which `keep` is true (the others' slots stay for reuse).
+    pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut V) -> bool) {
+        for slot in &mut self.slots {
+            if slot.live && !keep(&slot.key, &mut slot.value) {
+                slot.live = false;
+                self.len -= 1;
+            }
+        }
+    }
+
+    /// Empties the map, keeping its slots for reuse.
+    pub fn clear(&mut self) {
+        let dead = self.slots.len() - self.len;
+        if dead > DEAD_KEPT && dead > self.len {
+            self.slots.clear();
+        }
+        for slot in &mut self.slots {
+            slot.live = false;
+        }
+        self.len = 0;
+        self.hint = 0;
+    }
+
+    fn live_slots(&self) -> impl DoubleEndedIterator<Item = &Slot<V>> {
+        self.slots.iter().filter(|s| s.live)
+    }
+
+    pub fn iter(&self) -> Iter<'_, V> {
+        Iter(self.slots.iter())
+    }
+
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &String> {
+        self.live_slots().map(|s| &s.key)
+    }
+
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> {
+        self.live_slots().map(|s| &s.value)
+    }
+}
+
+impl<V: FromStrIn> FieldMap<V> {
+    /// Sets `key` to the string `value`, in the slot the key had when there is one.
+    pub fn set_text(&mut self, key: &str, value: &str) {
+        match self.find_from_hint(key) {
+            Ok(i) => {
+                let slot = &mut self.slots[i];
+                slot.value.set_text(value);
+                if !slot.live {
+                    slot.live = true;
+                    self.len += 1;
+                }
+            }
+            Err(i) => {
+                self.slots.insert(
+                    i,
+                    Slot {
+                        key: key.to_string(),
+                        value: V::from_text(value),
+                        live: true,
+                    },
+                );
+                self.len += 1;
+            }
+        }
+    }
+}
+
+impl<V: Clone> Clone for FieldMap<V> {
+    fn clone(&self) -> Self {
+        FieldMap {
+            slots: self.live_slots().cloned().collect(),
+            len: self.len,
+            hint: 0,
+        }
+    }
+}
+
+impl<V: PartialEq> PartialEq for FieldMap<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl<V: Eq> Eq for FieldMap<V> {}
+
+impl<V: PartialEq> PartialEq<BTreeMap<String, V>> for FieldMap<V> {
+    fn eq(&self, other: &BTreeMap<String, V>) -> bool {
+        self.len == other.len() && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+    }
+}
+
+impl<V: Hash> Hash for FieldMap<V> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.len);
+        for (k, v) in self.iter() {
+            k.hash(state);
+            v.hash(state);
+        }
+    }
+}
+
+impl<V: std::fmt::Debug> std::fmt::Debug for FieldMap<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<V> std::ops::Index<&str> for FieldMap<V> {
+    type Output = V;
+    fn index(&self, key: &str) -> &V {
+        match self.get(key) {
+            Some(v) => v,
+            None => panic!("no key {key:?} in the map"),
+        }
+    }
+}
+
+impl<V> FromIterator<(String, V)> for FieldMap<V> {
+    fn from_iter<I: IntoIterator<Item = (String, V)>>(iter: I) -> Self {
+        let mut map = FieldMap::new();
+        map.extend(iter);
+        map
+    }
+}
+
+impl<V> Extend<(String, V)> for FieldMap<V> {
+    fn extend<I: IntoIterator<Item = (String, V)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl<V> From<BTreeMap<String, V>> for FieldMap<V> {
+    fn from(map: BTreeMap<String, V>) -> Self {
+        let slots: Vec<Slot<V>> = map
+            .into_iter()
+            .map(|(key, value)| Slot {
+                key,
+                value,
+                live: true,
+            })
+            .collect();
+        FieldMap {
+            len: slots.len(),
+            slots,
+            hint: 0,
+        }
+    }
+}
+
+impl<V> From<FieldMap<V>> for BTreeMap<String, V> {
+    fn from(map: FieldMap<V>) -> Self {
+        map.into_iter().collect()
+    }
+}
+
+impl<V> IntoIterator for FieldMap<V> {
+    type Item = (String, V);
+    type IntoIter = std::vec::IntoIter<(String, V)>;
+    fn into_iter(self) -> Self::IntoIter {
+        let pairs: Vec<(String, V)> = self
+            .slots
+            .into_iter()
+            .filter(|s| s.live)
+            .map(|s| (s.key, s.value))
+            .collect();
+        pairs.into_iter()
+    }
+}
+
+/// The live pairs of a [`FieldMap`], in key order.
+pub struct Iter<'a, V>(std::slice::Iter<'a, Slot<V>>);
+
+impl<'a, V> Iterator for Iter<'a, V> {
+    type Item = (&'a String, &'a V);
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.by_ref().find(|s| s.live).map(|s| (&s.key, &s.value))
+    }
+}
+
+impl<V> DoubleEndedIterator for Iter<'_, V> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0
+            .by_ref()
+            .rfind(|s| s.live)
+            .map(|s| (&s.key, &s.value))
+    }
+}
+
+impl<'a, V> IntoIterator for &'a FieldMap<V> {
+    type Item = (&'a String, &'a V);
+    type IntoIter = Iter<'a, V>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behaves_as_a_sorted_map() {
+        let mut m: FieldMap<String> = FieldMap::new();
+        m.set_text("b", "2");
+        m.insert("a".into(), "1".into());
+        m.set_text("c", "3");
+        assert_eq!(m.insert("b".into(), "two".into()), Some("2".into()));
+        let keys: Vec<&String> = m.keys().collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert_eq!(m.remove("a"), Some("1".into()));
+        assert_eq!(m.remove("a"), None);
+        assert_eq!(m["b"], "two");
+        let pairs: BTreeMap<String, String> = m.clone().into();
+        assert_eq!(m, pairs);
+    }
+
+    #[test]
+    fn cleared_slots_are_reused_in_key_order() {
+        let mut m: FieldMap<Value> = FieldMap::new();
+        for k in ["x", "y", "z"] {
+            m.set_text(k, "value");
+        }
+        m.retain(|k, _| k != "y");
+        m.clear();
+        assert!(m.is_empty() && m.get("x").is_none());
+        m.set_text("m", "1");
+        m.set_text("b", "2");
+        m.set_text("q", "3");
+        m.set_text("a", "4");
+        let got: Vec<(&String, &Value)> = m.iter().collect();
+        let want = [("a", "4"), ("b", "2"), ("m", "1"), ("q", "3")];
+        assert_eq!(got.len(), want.len());
+        for ((k, v), (wk, wv)) in got.into_iter().zip(want) {
+            assert_eq!((k.as_str(), v), (wk, &Value::String(wv.into())));
+        }
+        // A clone and an equal map built afresh compare equal, whatever their spare slots.
+        let fresh: FieldMap<Value> = want
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        assert_eq!(m, fresh);
+        assert_eq!(m.clone(), fresh);
+    }
+}

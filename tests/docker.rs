@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Agent, LONG, SOON, wait_until};
-use loki_receiver::{ReceivedEntry, Receiver};
+use loki_receiver::{Behavior, ReceivedEntry, Receiver};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -543,4 +543,34 @@ fn a_promtail_position_resumes_from_its_second() {
         "{}",
         positions(dir.path())
     );
+}
+
+#[test]
+fn while_loki_is_down_the_position_waits_and_nothing_is_lost() {
+    let engine = Engine::start();
+    let dir = tempfile::tempdir().unwrap();
+    let loki = Receiver::builder()
+        .behavior(Behavior::Status(503, "ingesters unavailable".into()))
+        .start();
+    let cfg = config(dir.path(), &engine, &loki, free_port());
+    let mut agent = Agent::start(&cfg);
+    const N: usize = 5_000;
+    let id = engine.run(
+        &["--name=during"],
+        &format!("i=0; while [ $i -lt {N} ]; do echo \"d $i\"; i=$((i+1)); done; exec sleep 1000"),
+    );
+    let tried = wait_until(SOON, || loki.request_count() >= 2);
+    assert!(tried, "stderr:\n{}", agent.tail_of_stderr());
+    assert_eq!(loki.entry_count(), 0);
+    // Positions are written every 200 ms: none may claim what Loki refused.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(cursor(dir.path(), &id), None, "{}", positions(dir.path()));
+
+    loki.set_behavior(Behavior::Accept);
+    let all = wait_until(LONG, || loki.entry_count() >= N);
+    assert!(all, "got {} of {N}", loki.entry_count());
+    agent.stop();
+    let got = lines_of(&loki, "during");
+    let expected: Vec<String> = (0..N).map(|i| format!("d {i}")).collect();
+    assert_eq!(got, expected, "every line once, in order");
 }

@@ -399,21 +399,28 @@ fn restarted_stopped_and_removed_containers_ship_each_line_once() {
         "each run's line once, in order"
     );
 
-    // A removed container is let go.
-    engine.run(&["--name=gone"], "echo bye; exec sleep 1000");
-    wait_for_lines(&loki, &agent, "gone", &["bye"]);
+    // A renamed container's next lines carry its new name; a removed container is let go.
+    engine.run(
+        &["--name=named"],
+        "echo hello; while [ ! -e /go ]; do usleep 50000; done; echo bye; exec sleep 1000",
+    );
+    wait_for_lines(&loki, &agent, "named", &["hello"]);
+    engine.docker(&["rename", "named", "renamed"]);
     assert!(wait_until(SOON, || http_get(port, "/api/v1/targets")
-        .contains("\"/gone\"")));
-    engine.docker(&["rm", "-f", "gone"]);
+        .contains("\"/renamed\"")));
+    engine.docker(&["exec", "renamed", "touch", "/go"]);
+    wait_for_lines(&loki, &agent, "renamed", &["bye"]);
+    engine.docker(&["rm", "-f", "renamed"]);
     assert!(
         wait_until(SOON, || {
             let page = http_get(port, "/api/v1/targets");
-            page.contains("\"/job\"") && !page.contains("\"/gone\"")
+            page.contains("\"/job\"") && !page.contains("\"/renamed\"")
         }),
         "{}",
         http_get(port, "/api/v1/targets")
     );
-    assert_eq!(lines_of(&loki, "gone"), ["bye"]);
+    assert_eq!(lines_of(&loki, "named"), ["hello"]);
+    assert_eq!(lines_of(&loki, "renamed"), ["bye"]);
     agent.stop();
 }
 

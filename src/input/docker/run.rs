@@ -230,7 +230,7 @@ impl Discovery<'_> {
                 failures: 0,
                 retry_at: None,
             });
-            if c.running() && !t.running {
+            if c.running() {
                 t.drained = false;
             }
             t.running = c.running();
@@ -275,12 +275,12 @@ impl Discovery<'_> {
             self.outputs_gone |= ended.outputs_gone;
             match ended.error {
                 None => {
+                    // Docker ends the response when the container stops: read to its end.
+                    // If it already runs again, the listing says so and it is read again.
                     t.failures = 0;
                     t.retry_at = None;
                     t.error = None;
-                    if !t.running {
-                        t.drained = true;
-                    }
+                    t.drained = true;
                 }
                 Some(error) => {
                     // A daemon going away cuts every reader: discovery says that once.

@@ -24,6 +24,8 @@ pub const STREAM_LABEL: &str = "__meta_docker_container_log_stream";
 
 /// Longest line kept whole; a longer one (a TTY writing without newline) is let out in parts.
 const MAX_LINE: usize = 8 << 20;
+/// Bytes taken from the response, when more has already arrived, before they are sent.
+const BATCH_BYTES: usize = 256 << 10;
 
 pub struct Follow {
     pub id: String,
@@ -71,26 +73,54 @@ pub fn run(
     };
     let mut decoder = Decoder::new(follow.tty, MAX_LINE);
     let mut lines: Vec<LogLine> = Vec::new();
+    // The end of the response (or an error) met while taking what had already arrived.
+    let mut ending = None;
     loop {
         let deadline = step.next_deadline();
-        let next = io.block_on(async {
-            let held = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
+        let next = if let Some(end) = ending.take() {
+            Some(end)
+        } else {
+            io.block_on(async {
+                let held = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    chunk = response.chunk() => Some(chunk),
+                    _ = held => None,
+                    _ = stop.wait_for(|s| *s) => Some(Ok(None)),
                 }
-            };
-            tokio::select! {
-                chunk = response.chunk() => Some(chunk),
-                _ = held => None,
-                _ = stop.wait_for(|s| *s) => Some(Ok(None)),
-            }
-        });
+            })
+        };
         let finished = match next {
             // Stages hold lines past their wait time: let them out.
             None => false,
             Some(Ok(Some(bytes))) => {
                 decoder.push(&bytes, &mut lines);
+                // What already arrived goes in the same batch: fewer, fuller chunks when busy.
+                let mut taken = bytes.len();
+                while taken < BATCH_BYTES {
+                    let more = io.block_on(async {
+                        tokio::select! {
+                            biased;
+                            c = response.chunk() => Some(c),
+                            _ = std::future::ready(()) => None,
+                        }
+                    });
+                    match more {
+                        Some(Ok(Some(bytes))) => {
+                            taken += bytes.len();
+                            decoder.push(&bytes, &mut lines);
+                        }
+                        None => break,
+                        Some(end) => {
+                            ending = Some(end);
+                            break;
+                        }
+                    }
+                }
                 false
             }
             Some(Ok(None)) => {

@@ -60,8 +60,12 @@ pub fn plan(config: &Config, origin: &str) -> Result<Vec<DockerInput>, ConfigErr
             inputs.push(DockerInput {
                 key: format!("docker/{}/{j}", job.job_name),
                 fingerprint: format!(
-                    "{:?}|{:?}|{:?}|{:?}",
-                    job.job_name, sd, job.relabel_configs, job.pipeline_stages
+                    "{:?}|{:?}|{:?}|{:?}|{:?}",
+                    job.job_name,
+                    sd,
+                    secrets(sd),
+                    job.relabel_configs,
+                    job.pipeline_stages
                 ),
                 job: job.clone(),
                 sd: sd.clone(),
@@ -71,6 +75,22 @@ pub fn plan(config: &Config, origin: &str) -> Result<Vec<DockerInput>, ConfigErr
         }
     }
     Ok(inputs)
+}
+
+/// The secrets of a config, which its Debug form hides: a reload that changes a password
+/// must restart the input.
+fn secrets(sd: &DockerSdConfig) -> [Option<&str>; 3] {
+    [
+        sd.basic_auth
+            .as_ref()
+            .and_then(|a| a.password.as_ref())
+            .map(|p| p.0.as_str()),
+        sd.authorization
+            .as_ref()
+            .and_then(|a| a.credentials.as_ref())
+            .map(|c| c.0.as_str()),
+        sd.bearer_token.as_ref().map(|t| t.0.as_str()),
+    ]
 }
 
 impl Input for DockerInput {

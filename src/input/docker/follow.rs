@@ -31,6 +31,8 @@ pub struct Follow {
     pub id: String,
     pub tty: bool,
     pub labels: SharedLabels,
+    /// Whether relabeling reads the stream label.
+    pub stream_label: bool,
     /// Where to go on from; None reads the whole log, as Promtail does for a new container.
     pub from: Option<Position>,
 }
@@ -174,7 +176,9 @@ fn push(
             continue;
         }
         let mut record_labels = (*labels).clone();
-        record_labels.insert(STREAM_LABEL.to_string(), line.stream.name().to_string());
+        if follow.stream_label {
+            record_labels.insert(STREAM_LABEL.to_string(), line.stream.name().to_string());
+        }
         let at = Position::after(nanos);
         *position = Some(at);
         step.push(

@@ -183,6 +183,45 @@ pub fn labels(c: &ContainerSummary, cx: &Context) -> BTreeMap<String, String> {
     out
 }
 
+/// The discovered labels a job's relabeling can read: all of them when a rule matches label
+/// names by regex, else those its rules name. Every `__` label is dropped after relabeling,
+/// so the others would only cost a copy per line.
+pub struct Wanted(Option<std::collections::HashSet<String>>);
+
+impl Wanted {
+    pub fn from_rules(rules: &[crate::relabel::RelabelConfig]) -> Wanted {
+        use crate::relabel::Action;
+        let by_regex = rules.iter().any(|r| {
+            matches!(
+                r.action,
+                Action::LabelMap | Action::LabelDrop | Action::LabelKeep
+            )
+        });
+        if by_regex {
+            return Wanted(None);
+        }
+        Wanted(Some(
+            rules
+                .iter()
+                .flat_map(|r| r.source_labels.iter().chain([&r.target_label]))
+                .cloned()
+                .collect(),
+        ))
+    }
+
+    pub fn wants(&self, name: &str) -> bool {
+        self.0.as_ref().is_none_or(|names| names.contains(name))
+    }
+
+    /// The labels of `all` relabeling can read.
+    pub fn keep(&self, all: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        all.iter()
+            .filter(|(name, _)| self.wants(name))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
 /// `host:port`, with an IPv6 host in brackets.
 fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -236,6 +275,30 @@ mod tests {
         assert_eq!(get("__meta_docker_port_public"), Some("80"));
         assert_eq!(get("__meta_docker_port_public_ip"), Some("0.0.0.0"));
         assert_eq!(get("__address__"), Some("172.18.0.2:8080"));
+    }
+
+    #[test]
+    fn only_labels_relabeling_reads_are_kept() {
+        let rules = |yaml: &str| -> Vec<crate::relabel::RelabelConfig> {
+            serde_yaml_ng::from_str(yaml).unwrap()
+        };
+        let all: BTreeMap<String, String> = [
+            ("__meta_docker_container_name", "/web"),
+            ("__meta_docker_container_id", "abc"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let named = Wanted::from_rules(&rules(
+            "- {source_labels: [__meta_docker_container_name], target_label: container}",
+        ));
+        assert_eq!(
+            named.keep(&all).keys().collect::<Vec<_>>(),
+            ["__meta_docker_container_name"]
+        );
+        let mapped =
+            Wanted::from_rules(&rules("- {action: labelmap, regex: '__meta_docker_(.+)'}"));
+        assert_eq!(mapped.keep(&all), all);
     }
 
     #[test]

@@ -70,6 +70,8 @@ struct Discovery<'a> {
     /// None before the first listing; then whether the last one worked.
     reachable: Option<bool>,
     outputs_gone: bool,
+    /// The discovered labels the job's relabeling reads: what each line carries.
+    wanted: meta::Wanted,
 }
 
 pub fn run(setup: Setup, ctx: &InputContext) -> Result<(), InputError> {
@@ -89,6 +91,7 @@ pub fn run(setup: Setup, ctx: &InputContext) -> Result<(), InputError> {
         stopped.clone(),
     ));
     let filters = filters_json(&setup.sd.filters);
+    let setup_rules = setup.job.relabel_configs.clone();
     let mut d = Discovery {
         setup,
         ctx,
@@ -98,6 +101,7 @@ pub fn run(setup: Setup, ctx: &InputContext) -> Result<(), InputError> {
         stop_readers,
         reachable: None,
         outputs_gone: false,
+        wanted: meta::Wanted::from_rules(&setup_rules),
     };
     let interval = d.setup.sd.refresh_interval.0.max(Duration::from_secs(1));
     let mut announced = false;
@@ -235,8 +239,9 @@ impl Discovery<'_> {
             }
             t.running = c.running();
             t.name = name.to_string();
-            t.discovered = discovered.clone();
-            *t.labels.lock().unwrap_or_else(|p| p.into_inner()) = discovered;
+            *t.labels.lock().unwrap_or_else(|p| p.into_inner()) =
+                Arc::new(self.wanted.keep(&discovered));
+            t.discovered = discovered;
         }
         for c in &containers {
             if seen.contains(&c.id) && !self.outputs_gone {
@@ -353,6 +358,7 @@ impl Discovery<'_> {
             id: c.id.clone(),
             tty: t.tty.unwrap_or(false),
             labels: t.labels.clone(),
+            stream_label: self.wanted.wants(follow::STREAM_LABEL),
             from: t.position,
         };
         let io = self.io.handle().clone();

@@ -15,6 +15,11 @@ use crate::config::DockerSdConfig;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use std::time::Duration;
 
+/// The longest wait for an answer that is not streamed. A daemon that is shutting down
+/// accepts connections and never answers; after this long it counts as away, and the
+/// listing is tried again.
+const MAX_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The config cannot make a client; `key` is the config key at fault.
@@ -40,13 +45,14 @@ pub enum ApiError {
 /// A client of one Docker daemon.
 #[derive(Clone)]
 pub struct Api {
+    config: DockerSdConfig,
     http: reqwest::Client,
     /// `http://docker` for a Unix socket, else the daemon's URL without a trailing `/`.
     base: String,
     /// The `host` of the config, for messages.
     host: String,
     authorization: Option<HeaderValue>,
-    /// For requests that are not streamed: a refresh never waits longer than its interval.
+    /// For requests that are not streamed: the refresh interval, at most [`MAX_WAIT`].
     timeout: Duration,
 }
 
@@ -58,11 +64,24 @@ pub struct Inspected {
 
 impl Api {
     pub fn new(config: &DockerSdConfig) -> Result<Api, ApiError> {
+        Api::build(config, true)
+    }
+
+    /// A client for one long response read on a runtime of its own: it keeps no idle
+    /// connection, which would belong to that runtime.
+    pub fn for_one_stream(&self) -> Result<Api, ApiError> {
+        Api::build(&self.config, false)
+    }
+
+    fn build(config: &DockerSdConfig, pool: bool) -> Result<Api, ApiError> {
         let fail = |key: &'static str, message: String| ApiError::Config { key, message };
         let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("logferry/", env!("CARGO_PKG_VERSION")))
             .http1_only();
+        if !pool {
+            http = http.pool_max_idle_per_host(0);
+        }
         let host = config.host.trim_end_matches('/');
         let base = if let Some(path) = host.strip_prefix("unix://") {
             if path.is_empty() {
@@ -110,11 +129,15 @@ impl Api {
             .build()
             .map_err(|e| fail("host", format!("cannot build an HTTP client: {e}")))?;
         Ok(Api {
+            config: config.clone(),
             http,
             base,
             host: config.host.clone(),
             authorization,
-            timeout: config.refresh_interval.0.max(Duration::from_secs(1)),
+            timeout: config
+                .refresh_interval
+                .0
+                .clamp(Duration::from_secs(1), MAX_WAIT),
         })
     }
 

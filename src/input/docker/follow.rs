@@ -11,8 +11,7 @@ use crate::entry::Timestamp;
 use crate::input::records::{Record, RecordStep};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
-use tokio::runtime::Handle;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// The discovered labels of a container; discovery replaces them when the container is
@@ -24,8 +23,10 @@ pub const STREAM_LABEL: &str = "__meta_docker_container_log_stream";
 
 /// Longest line kept whole; a longer one (a TTY writing without newline) is let out in parts.
 const MAX_LINE: usize = 8 << 20;
-/// Bytes taken from the response, when more has already arrived, before they are sent.
+/// Bytes taken from the response, at most, before they are sent.
 const BATCH_BYTES: usize = 256 << 10;
+/// How long after the first bytes of a batch more are waited for.
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
 
 pub struct Follow {
     pub id: String,
@@ -46,110 +47,161 @@ pub struct Ended {
     pub error: Option<String>,
     /// True when the outputs are gone (the process is stopping).
     pub outputs_gone: bool,
+    /// True when the daemon could not be reached: discovery's listing says so, once.
+    pub daemon_away: bool,
 }
 
-pub fn run(
-    api: &Api,
-    io: &Handle,
-    follow: Follow,
-    mut step: RecordStep,
-    mut stop: watch::Receiver<bool>,
-) -> Ended {
+pub fn run(api: &Api, follow: Follow, mut step: RecordStep, stop: watch::Receiver<bool>) -> Ended {
     let mut position = follow.from;
     let end = |step, error, outputs_gone, position| Ended {
         step,
         position,
         error,
         outputs_gone,
+        daemon_away: false,
     };
-    let response = io.block_on(async {
+    // The connection runs on this thread: a busy container's lines arrive as one small HTTP
+    // chunk each, and handing each from an I/O thread to this one would cost a thread switch
+    // per line. A client of its own, so no pooled connection outlives this runtime.
+    let io = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(io) => io,
+        Err(e) => {
+            return end(
+                step,
+                Some(format!("cannot start a runtime: {e}")),
+                false,
+                position,
+            );
+        }
+    };
+    let api = match api.for_one_stream() {
+        Ok(api) => api,
+        Err(e) => return end(step, Some(e.to_string()), false, position),
+    };
+    let reading = io.block_on(async {
+        let mut stop = stop.clone();
         tokio::select! {
             r = api.logs(&follow.id, follow.from) => Some(r),
             _ = stop.wait_for(|s| *s) => None,
         }
     });
-    let mut response = match response {
+    let response = match reading {
         None => return end(step, None, false, position),
-        Some(Err(e)) => return end(step, Some(e.to_string()), false, position),
+        Some(Err(e)) => {
+            let daemon_away = matches!(e, super::api::ApiError::Unreachable { .. });
+            return Ended {
+                daemon_away,
+                ..end(step, Some(e.to_string()), false, position)
+            };
+        }
         Some(Ok(r)) => r,
     };
-    let mut decoder = Decoder::new(follow.tty, MAX_LINE);
+    let mut reader = Reader {
+        response,
+        decoder: Decoder::new(follow.tty, MAX_LINE),
+        ending: None,
+        stop,
+    };
     let mut lines: Vec<LogLine> = Vec::new();
-    // The end of the response (or an error) met while taking what had already arrived.
-    let mut ending = None;
     loop {
-        let deadline = step.next_deadline();
-        let next = if let Some(end) = ending.take() {
-            Some(end)
-        } else {
-            io.block_on(async {
-                let held = async {
-                    match deadline {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    chunk = response.chunk() => Some(chunk),
-                    _ = held => None,
-                    _ = stop.wait_for(|s| *s) => Some(Ok(None)),
-                }
-            })
-        };
-        let finished = match next {
-            // Stages hold lines past their wait time: let them out.
-            None => false,
-            Some(Ok(Some(bytes))) => {
-                decoder.push(&bytes, &mut lines);
-                // What already arrived goes in the same batch: fewer, fuller chunks when busy.
-                let mut taken = bytes.len();
-                while taken < BATCH_BYTES {
-                    let more = io.block_on(async {
-                        tokio::select! {
-                            biased;
-                            c = response.chunk() => Some(c),
-                            _ = std::future::ready(()) => None,
-                        }
-                    });
-                    match more {
-                        Some(Ok(Some(bytes))) => {
-                            taken += bytes.len();
-                            decoder.push(&bytes, &mut lines);
-                        }
-                        None => break,
-                        Some(end) => {
-                            ending = Some(end);
-                            break;
-                        }
-                    }
-                }
-                false
-            }
-            Some(Ok(None)) => {
-                if !*stop.borrow() {
-                    decoder.finish(&mut lines);
-                }
-                true
-            }
-            Some(Err(e)) => {
-                // What was cut off is read again from the position next time.
-                let message = format!("log of container {} cut off: {e}", follow.id);
-                push(&mut step, &follow, &mut lines, &mut position);
-                let gone = !step.finish();
-                return end(step, Some(message), gone, position);
-            }
-        };
+        let held = step.next_deadline();
+        let outcome = io.block_on(reader.batch(held, &mut lines));
         push(&mut step, &follow, &mut lines, &mut position);
-        let sent = if finished {
-            step.finish()
-        } else {
-            step.send(Instant::now())
+        let sent = match &outcome {
+            Batch::Lines => step.send(Instant::now()),
+            Batch::End | Batch::Failed(_) => step.finish(),
         };
-        if !sent {
-            return end(step, None, true, position);
+        match outcome {
+            _ if !sent => return end(step, None, true, position),
+            Batch::Lines => {}
+            Batch::End => return end(step, None, false, position),
+            // What was cut off is read again from the position next time.
+            Batch::Failed(e) => {
+                let message = format!("log of container {} cut off: {e}", follow.id);
+                return end(step, Some(message), false, position);
+            }
         }
-        if finished {
-            return end(step, None, false, position);
+    }
+}
+
+/// What one wait for the response gave.
+enum Batch {
+    /// Lines (maybe none: the stages' wait time passed).
+    Lines,
+    /// The container stopped (Docker ended the response) or the input stops.
+    End,
+    Failed(String),
+}
+
+struct Reader {
+    response: reqwest::Response,
+    decoder: Decoder,
+    /// The end (or an error) met while a batch was being filled: the next batch's outcome.
+    ending: Option<Batch>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Reader {
+    /// Waits for the response's next bytes (or until `held`, when the stages hold lines
+    /// that must go out then), then takes what else arrives within [`BATCH_WINDOW`], up to
+    /// [`BATCH_BYTES`]: a busy container's lines go out in few, full chunks.
+    async fn batch(&mut self, held: Option<Instant>, lines: &mut Vec<LogLine>) -> Batch {
+        if let Some(ending) = self.ending.take() {
+            return ending;
+        }
+        let hold = async {
+            match held {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let first = tokio::select! {
+            chunk = self.response.chunk() => chunk,
+            _ = hold => return Batch::Lines,
+            _ = self.stop.wait_for(|s| *s) => return Batch::End,
+        };
+        let mut taken = match self.take(first, lines) {
+            Ok(n) => n,
+            Err(ending) => return ending,
+        };
+        let window = tokio::time::sleep(BATCH_WINDOW);
+        tokio::pin!(window);
+        while taken < BATCH_BYTES {
+            let next = tokio::select! {
+                biased;
+                chunk = self.response.chunk() => chunk,
+                _ = &mut window => break,
+            };
+            match self.take(next, lines) {
+                Ok(n) => taken += n,
+                Err(ending) => {
+                    self.ending = Some(ending);
+                    break;
+                }
+            }
+        }
+        Batch::Lines
+    }
+
+    /// Decodes one read; Err with the outcome at the end of the response or on an error.
+    fn take(
+        &mut self,
+        read: reqwest::Result<Option<bytes::Bytes>>,
+        lines: &mut Vec<LogLine>,
+    ) -> Result<usize, Batch> {
+        match read {
+            Ok(Some(bytes)) => {
+                self.decoder.push(&bytes, lines);
+                Ok(bytes.len())
+            }
+            Ok(None) => {
+                self.decoder.finish(lines);
+                Err(Batch::End)
+            }
+            Err(e) => Err(Batch::Failed(e.to_string())),
         }
     }
 }

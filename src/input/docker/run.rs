@@ -170,11 +170,11 @@ async fn watch_events(api: Api, wake: Sender<()>, mut stop: watch::Receiver<bool
                     c = response.chunk() => c,
                     _ = stop.wait_for(|s| *s) => return,
                 };
-                match chunk {
-                    Ok(Some(_)) => {
-                        let _ = wake.send(());
-                    }
-                    _ => break,
+                let ended = !matches!(chunk, Ok(Some(_)));
+                // An event, or the stream ending: the daemon may be going away.
+                let _ = wake.send(());
+                if ended {
+                    break;
                 }
             }
         }
@@ -289,7 +289,8 @@ impl Discovery<'_> {
                 }
                 Some(error) => {
                     // A daemon going away cuts every reader: discovery says that once.
-                    if t.error.as_ref() != Some(&error) && self.reachable != Some(false) {
+                    let repeated = t.error.as_ref() == Some(&error);
+                    if !repeated && !ended.daemon_away && self.reachable != Some(false) {
                         tracing::warn!(job = %self.setup.job.job_name, container = %t.name,
                             id = %id, "{error}; trying again");
                     }
@@ -361,12 +362,11 @@ impl Discovery<'_> {
             stream_label: self.wanted.wants(follow::STREAM_LABEL),
             from: t.position,
         };
-        let io = self.io.handle().clone();
         let stop = self.stop_readers.subscribe();
         let wake = self.setup.wake.clone();
         let name = format!("docker-{}", c.id.get(..12).unwrap_or(&c.id));
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            let ended = follow::run(&api, &io, follow, step, stop);
+            let ended = follow::run(&api, follow, step, stop);
             let _ = wake.send(());
             ended
         });

@@ -4,8 +4,10 @@
 //! The event stream and the readers' ends wake it; otherwise it lists every
 //! `refresh_interval`. A daemon that cannot be reached is logged once, then tried again.
 //!
-//! The HTTP connections run on a small runtime of their own; each reader is a thread that
-//! waits on it, so a reader blocked by full outputs holds nothing but its own response.
+//! Listing and the event stream run on a small runtime of this input; each reader is a thread
+//! that runs its own connection, so a reader blocked by full outputs holds nothing but its own
+//! response, and a busy container costs no thread switch per line. A thread per container is
+//! cheap at the scale of a Docker host (tens to a few hundred containers).
 
 use super::api::{Api, ApiError, filters_json};
 use super::follow::{self, Ended, Follow, SharedLabels};

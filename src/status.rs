@@ -224,12 +224,31 @@ pub struct JournalStatus {
     pub lag_seconds: f64,
 }
 
+/// One container read through a Docker daemon, as `/targets` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerStatus {
+    pub job: String,
+    pub id: String,
+    pub name: String,
+    /// `following`, `stopped`, `waiting` (for the daemon or after an error).
+    pub state: String,
+    pub error: Option<String>,
+    /// Discovered labels, before relabeling.
+    pub labels: BTreeMap<String, String>,
+    /// Where the acknowledged position is recorded (`cursor-<id>`).
+    #[serde(skip)]
+    pub key: String,
+    /// The acknowledged position: unix time of the last line delivered.
+    pub position: Option<String>,
+}
+
 /// The whole page, as `/api/v1/targets` returns it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overview {
     pub jobs: Vec<JobStatus>,
     pub listeners: Vec<ListenerStatus>,
     pub journals: Vec<JournalStatus>,
+    pub containers: Vec<ContainerStatus>,
     pub clients: Vec<ClientStatus>,
 }
 
@@ -239,6 +258,7 @@ pub struct StatusBoard {
     files: Mutex<Vec<FileStatus>>,
     listeners: Mutex<BTreeMap<String, (ListenerStatus, Arc<ListenerCounters>)>>,
     journals: Mutex<BTreeMap<String, (JournalInfo, Arc<JournalCounters>)>>,
+    containers: Mutex<BTreeMap<String, Vec<ContainerStatus>>>,
     clients: Mutex<BTreeMap<u64, ClientStatus>>,
 }
 
@@ -308,6 +328,17 @@ impl StatusBoard {
         lock(&self.journals).remove(key);
     }
 
+    /// Shows the containers of the input `key`, replacing what it showed before (an empty
+    /// list removes them).
+    pub fn set_containers(&self, key: &str, rows: Vec<ContainerStatus>) {
+        let mut containers = lock(&self.containers);
+        if rows.is_empty() {
+            containers.remove(key);
+        } else {
+            containers.insert(key.to_string(), rows);
+        }
+    }
+
     /// Everything, with current positions.
     pub fn overview(&self, acks: &Acknowledger) -> Overview {
         let targets = lock(&self.targets).clone();
@@ -373,11 +404,19 @@ impl StatusBoard {
                 }
             })
             .collect();
+        let mut containers: Vec<ContainerStatus> =
+            lock(&self.containers).values().flatten().cloned().collect();
+        acks.with_table(|table| {
+            for c in &mut containers {
+                c.position = table.cursor(&c.key).map(|p| p.as_str().to_string());
+            }
+        });
         let clients = lock(&self.clients).values().cloned().collect();
         Overview {
             jobs,
             listeners,
             journals,
+            containers,
             clients,
         }
     }
@@ -499,6 +538,32 @@ pub fn render_html(overview: &Overview) -> String {
                 j.lag_entries,
                 j.lag_seconds,
                 esc(j.cursor.as_deref().unwrap_or("none yet"))
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    if !overview.containers.is_empty() {
+        h.push_str("<h2>Containers</h2>\n<table class=\"containers\"><tr><th>job</th><th>container</th><th>id</th><th>state</th><th>position</th><th>labels</th></tr>\n");
+        for c in &overview.containers {
+            let labels: Vec<String> = c
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{}=\"{}\"", esc(k), esc(v)))
+                .collect();
+            let error = c
+                .error
+                .as_ref()
+                .map(|e| format!(": {}", esc(e)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                h,
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td><td>{}{error}</td><td>{}</td><td><code>{{{}}}</code></td></tr>",
+                esc(&c.job),
+                esc(&c.name),
+                esc(c.id.get(..12).unwrap_or(&c.id)),
+                esc(&c.state),
+                esc(c.position.as_deref().unwrap_or("none yet")),
+                labels.join(", ")
             );
         }
         h.push_str("</table>\n");

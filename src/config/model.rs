@@ -515,8 +515,8 @@ pub struct ScrapeConfig {
     pub consul_sd_configs: Option<Unsupported>,
     #[serde(default, skip_serializing)]
     pub consulagent_sd_configs: Option<Unsupported>,
-    #[serde(default, skip_serializing)]
-    pub docker_sd_configs: Option<Unsupported>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docker_sd_configs: Vec<DockerSdConfig>,
     #[serde(default, skip_serializing)]
     pub kubernetes_sd_configs: Option<Unsupported>,
     #[serde(default, skip_serializing)]
@@ -617,6 +617,82 @@ pub struct SyslogTlsConfig {
 pub enum ClientAuth {
     Required,
     Optional,
+}
+
+/// One entry of `docker_sd_configs:` — a Docker Engine whose containers' logs are read
+/// through its API (Prometheus' keys and defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSdConfig {
+    /// `unix:///var/run/docker.sock`, `tcp://host:2375`, `http://…` or `https://…`.
+    pub host: String,
+    /// The port of `__address__` for containers that publish no TCP port.
+    #[serde(default = "DockerSdConfig::default_port")]
+    pub port: u16,
+    /// `__address__` of containers in the host's network namespace.
+    #[serde(default = "DockerSdConfig::default_host_networking_host")]
+    pub host_networking_host: String,
+    /// Docker's container list filters, ANDed by name, ORed by value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<DockerFilter>,
+    #[serde(default = "DockerSdConfig::default_refresh_interval")]
+    pub refresh_interval: GoDuration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<TlsConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<String>,
+    #[serde(default = "DockerSdConfig::default_follow_redirects")]
+    pub follow_redirects: bool,
+    #[serde(default, skip_serializing)]
+    pub oauth2: Option<Unsupported>,
+    /// HTTP/2 is never used to a Docker Engine (it speaks HTTP/1.1); accepted and ignored.
+    #[serde(default, skip_serializing)]
+    pub enable_http2: Ignored,
+}
+
+impl DockerSdConfig {
+    fn default_port() -> u16 {
+        80
+    }
+    fn default_host_networking_host() -> String {
+        "localhost".into()
+    }
+    fn default_refresh_interval() -> GoDuration {
+        GoDuration::from_secs(60)
+    }
+    fn default_follow_redirects() -> bool {
+        true
+    }
+}
+
+/// One entry of `filters:` of `docker_sd_configs`, e.g. `{name: label, values: [logs=on]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerFilter {
+    pub name: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// `authorization:` of an HTTP client: a header `Authorization: <type> <credentials>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    /// `Bearer` when not given.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub credentials: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// `journal:` — read the systemd journal's files (Promtail's keys and defaults).

@@ -12,6 +12,7 @@
 //! again; an input with the same [`key`](Input::key) is offered the new config first
 //! ([`RunningInput::reconfigure`]) and restarted only if it cannot take it in place.
 
+pub mod docker;
 pub mod files;
 pub mod journal;
 pub mod records;
@@ -105,8 +106,9 @@ pub trait RunningInput: Send {
 
 /// The inputs a config asks for, resolved (pipelines built, globs compiled): standard input
 /// alone with `-stdin`, else the file targets of every scrape config, one listener per
-/// `syslog:` job (key `syslog/<job_name>`) and one reader per `journal:` job (key
-/// `journal/<job_name>`). Errors name `origin` (the config file) and the key.
+/// `syslog:` job (key `syslog/<job_name>`), one reader per `journal:` job (key
+/// `journal/<job_name>`) and one per entry of `docker_sd_configs` (key
+/// `docker/<job_name>/<index>`). Errors name `origin` (the config file) and the key.
 pub fn plan(
     config: &Config,
     origin: &str,
@@ -135,11 +137,17 @@ pub fn plan(
             .filter_map(journal::JournalInput::new)
             .map(|input| Box::new(input) as Box<dyn Input>),
     );
-    // A config of listeners and journals only has no files to read (and no reason to warn).
-    let has_files = config
-        .scrape_configs
-        .iter()
-        .any(|job| job.syslog.is_none() && job.journal.is_none() && !job.static_configs.is_empty());
+    for input in docker::plan(config, origin)? {
+        inputs.push(Box::new(input));
+    }
+    // A config of listeners, journals and Docker hosts only has no files to read (and no
+    // reason to warn).
+    let has_files = config.scrape_configs.iter().any(|job| {
+        job.syslog.is_none()
+            && job.journal.is_none()
+            && job.docker_sd_configs.is_empty()
+            && !job.static_configs.is_empty()
+    });
     if has_files || inputs.is_empty() {
         inputs.insert(0, Box::new(files::FilesInput::new(config, origin, custom)?));
     }

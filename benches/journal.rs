@@ -21,41 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[path = "common/workload.rs"]
 mod workload;
-use workload::proc_usage;
-
-/// Peak resident memory seen while sampling, in KiB: anonymous (the heap) and file-backed
-/// (mapped files, the binary), which the peak RSS lumps together.
-#[derive(Default)]
-struct Rss {
-    anon: u64,
-    file: u64,
-}
-
-impl Rss {
-    fn sample(&mut self, pid: u32) {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        for line in status.lines() {
-            let mut words = line.split_whitespace();
-            let (Some(name), Some(kb)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let kb = kb.parse().unwrap_or(0);
-            match name {
-                "RssAnon:" => self.anon = self.anon.max(kb),
-                "RssFile:" => self.file = self.file.max(kb),
-                _ => {}
-            }
-        }
-    }
-}
-
-/// The binary measured: this build's, or `LOGFERRY_BENCH_BIN` (an earlier build, to compare
-/// under the same conditions).
-fn logferry_bin() -> std::path::PathBuf {
-    std::env::var_os("LOGFERRY_BENCH_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_logferry").into())
-}
+use workload::{Rss, logferry_bin, proc_usage};
 
 const UNITS: &[&str] = &[
     "nginx.service",

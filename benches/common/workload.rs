@@ -1,7 +1,7 @@
 //! What the end-to-end benchmarks share: the same deterministic files of realistic nginx access
 //! and JSON application lines (so that the Loki and the Elasticsearch figures are measured on
-//! the same bytes), and the clocks they read: a thread's CPU time, a process's CPU time and
-//! peak RSS.
+//! the same bytes), the clocks they read (a thread's CPU time, a process's CPU time and peak
+//! RSS, heap and mapped files apart), and which build of the binary they run.
 #![allow(dead_code)]
 
 use std::io::{BufWriter, Write};
@@ -176,4 +176,38 @@ pub fn proc_usage(pid: u32) -> (Duration, u64) {
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .unwrap_or(0);
     (Duration::from_secs_f64(cpu / ticks), hwm_kb * 1024)
+}
+
+/// Peak resident memory seen while sampling, in KiB: anonymous (the heap) and file-backed
+/// (mapped files, the binary), which the peak RSS lumps together.
+#[derive(Default)]
+pub struct Rss {
+    pub anon: u64,
+    pub file: u64,
+}
+
+impl Rss {
+    pub fn sample(&mut self, pid: u32) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        for line in status.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(kb)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let kb = kb.parse().unwrap_or(0);
+            match name {
+                "RssAnon:" => self.anon = self.anon.max(kb),
+                "RssFile:" => self.file = self.file.max(kb),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The binary measured: this build's, or `LOGFERRY_BENCH_BIN` (an earlier build, to compare
+/// under the same conditions).
+pub fn logferry_bin() -> std::path::PathBuf {
+    std::env::var_os("LOGFERRY_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_logferry").into())
 }

@@ -8,6 +8,7 @@
 //! too, with the container labels alone; Prometheus makes no target for it and Promtail does
 //! not read it.
 
+use crate::discover::meta::sanitize;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -101,20 +102,6 @@ pub struct Context<'a> {
     pub port: u16,
     pub host_networking_host: &'a str,
     pub networks: &'a [Network],
-}
-
-/// Prometheus' rule for label names made of Docker label keys: anything but `[a-zA-Z0-9_]`
-/// becomes `_`.
-pub fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// The discovered `__meta_docker_*` labels and `__address__` of a container.

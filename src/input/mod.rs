@@ -104,6 +104,31 @@ pub trait RunningInput: Send {
     fn join(self: Box<Self>);
 }
 
+/// [`RunningInput::reconfigure`] for an input that is kept whole while its job's config is
+/// unchanged and otherwise restarted: None (keep running) when `next` is of the same kind `T`
+/// with the same `fingerprint`; else `next` to start, given `hand_over` first when it is a `T`
+/// (so that it resumes where the running one stops).
+pub(crate) fn keep_or_restart<T: Input>(
+    next: Box<dyn Input>,
+    fingerprint: &str,
+    fingerprint_of: impl Fn(&T) -> &str,
+    hand_over: impl FnOnce(&mut T),
+) -> Option<Box<dyn Input>> {
+    match next.as_any().downcast_ref::<T>() {
+        Some(planned) if fingerprint_of(planned) == fingerprint => return None,
+        Some(_) => {}
+        None => return Some(next),
+    }
+    match next.into_any().downcast::<T>() {
+        Ok(mut changed) => {
+            hand_over(&mut changed);
+            Some(changed)
+        }
+        // A `T`, as just checked: nothing to start in its place.
+        Err(_) => None,
+    }
+}
+
 /// The inputs a config asks for, resolved (pipelines built, globs compiled): standard input
 /// alone with `-stdin`, else the file targets of every scrape config, one listener per
 /// `syslog:` job (key `syslog/<job_name>`), one reader per `journal:` job (key

@@ -146,17 +146,13 @@ impl RunningInput for RunningDocker {
     /// Kept as it is when the job did not change; otherwise restarted, going on after the
     /// lines this one sent.
     fn reconfigure(&mut self, next: Box<dyn Input>) -> Option<Box<dyn Input>> {
-        let unchanged = match next.as_any().downcast_ref::<DockerInput>() {
-            Some(planned) => planned.fingerprint == self.fingerprint,
-            None => return Some(next),
-        };
-        if unchanged {
-            return None;
-        }
-        let mut changed = next.into_any().downcast::<DockerInput>().ok()?;
-        // Filled when this one stops, before the new one starts.
-        changed.handover = self.handover.clone();
-        Some(changed)
+        // The handover is filled when this one stops, before the new one starts.
+        super::keep_or_restart(
+            next,
+            &self.fingerprint,
+            |planned: &DockerInput| &planned.fingerprint,
+            |changed| changed.handover = self.handover.clone(),
+        )
     }
 
     fn stop(&mut self) {

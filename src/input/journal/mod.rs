@@ -143,18 +143,13 @@ impl RunningInput for RunningJournal {
     /// Kept as it is when the job did not change; otherwise restarted, resuming from the
     /// acknowledged cursor.
     fn reconfigure(&mut self, next: Box<dyn Input>) -> Option<Box<dyn Input>> {
-        let unchanged = match next.as_any().downcast_ref::<JournalInput>() {
-            Some(planned) => planned.fingerprint == self.fingerprint,
-            None => return Some(next),
-        };
-        if unchanged {
-            return None;
-        }
-        // A JournalInput, as just checked.
-        let mut changed = next.into_any().downcast::<JournalInput>().ok()?;
-        // Filled when this one stops, before the new one starts.
-        changed.handover = self.handover.clone();
-        Some(changed)
+        // The handover is filled when this one stops, before the new one starts.
+        super::keep_or_restart(
+            next,
+            &self.fingerprint,
+            |planned: &JournalInput| &planned.fingerprint,
+            |changed| changed.handover = self.handover.clone(),
+        )
     }
 
     fn stop(&mut self) {

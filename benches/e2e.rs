@@ -26,19 +26,20 @@ use logferry::positions::{FileId, Fingerprint, Table};
 use logferry::ship::loki::batch::Batch;
 use logferry::ship::loki::encode::Encoder;
 use logferry::tail::lines::{LineLimit, Splitter};
-use loki_receiver::Receiver;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/loki_run.rs"]
+mod loki_run;
 #[path = "common/stages_workload.rs"]
 mod stages_workload;
 #[path = "common/workload.rs"]
 mod workload;
-use workload::{file_count, make_files, proc_usage, size_mb, thread_cpu};
+use loki_run::{Shipment, ship};
+use workload::{file_count, make_files, size_mb, thread_cpu};
 
 /// The floor: read, split and encode+compress the files as logferry's output would, with no
 /// sink. Returns CPU time.
@@ -106,64 +107,6 @@ fn floor(paths: &[PathBuf], encoding: Encoding, compression: Compression) -> Dur
     thread_cpu() - start
 }
 
-struct Run {
-    /// Until the receiver had the first line: discovery, opening and the first push.
-    first: Duration,
-    wall: Duration,
-    cpu: Duration,
-    peak_rss: u64,
-}
-
-fn ship(binary: &Path, run: &str, dir: &Path, glob: &str, lines: u64, encoding: &str) -> Run {
-    let receiver = Receiver::builder().count_only(true).start();
-    let positions = dir.join(format!("positions-{encoding}-{run}.yaml"));
-    let config = dir.join(format!("config-{encoding}-{run}.yaml"));
-    std::fs::write(
-        &config,
-        format!(
-            "server: {{http_listen_port: 0}}\npositions: {{filename: {}}}\nclients:\n  - url: {}\n    encoding: {encoding}\nscrape_configs:\n  - job_name: bench\n    static_configs:\n      - labels: {{job: bench, __path__: '{glob}'}}\n",
-            positions.display(),
-            receiver.url()
-        ),
-    )
-    .expect("write bench config");
-    let started = Instant::now();
-    let mut child = Command::new(binary)
-        .arg(format!("-config.file={}", config.display()))
-        .arg("-log.level=warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start logferry");
-    let deadline = started + Duration::from_secs(600);
-    let mut first = None;
-    loop {
-        let got = receiver.stats().entries;
-        if got > 0 && first.is_none() {
-            first = Some(started.elapsed());
-        }
-        if got >= lines || Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let wall = started.elapsed();
-    let (cpu, peak_rss) = proc_usage(child.id());
-    // SAFETY: kill only sends a signal to the child we started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    let got = receiver.stats().entries;
-    assert_eq!(
-        got, lines,
-        "the receiver got {got} of {lines} lines ({encoding})"
-    );
-    Run {
-        first: first.unwrap_or(wall),
-        wall,
-        cpu,
-        peak_rss,
-    }
-}
-
 fn main() {
     // Words after `--` pick workloads by name; none runs them all.
     let picked: Vec<String> = std::env::args()
@@ -217,7 +160,17 @@ fn shipping(mb: u64) {
         let floor_cpu = floor(&paths, encoding, compression);
         let floor_per_gb = floor_cpu.as_secs_f64() / gb;
         for (i, (which, binary)) in binaries.iter().enumerate() {
-            let run = ship(binary, &i.to_string(), dir.path(), &glob, lines, name);
+            let run = ship(&Shipment {
+                binary,
+                name: &format!("{name}-{i}"),
+                dir: dir.path(),
+                glob: &glob,
+                lines,
+                client: &format!("    encoding: {name}\n"),
+                stages: "",
+                one_core: false,
+                env: &[],
+            });
             let secs = run.wall.as_secs_f64();
             let cpu_per_gb = run.cpu.as_secs_f64() / gb;
             println!(

@@ -9,13 +9,12 @@
 //! measured on the same files.
 
 use logferry::config::{Compression, Encoding};
-use loki_receiver::Receiver;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::workload::{proc_usage, thread_cpu};
+use super::loki_run::{Shipment, ship};
+use super::workload::thread_cpu;
 
 /// Busy files, each read by the same target.
 pub const STAGE_FILES: usize = 4;
@@ -120,67 +119,11 @@ fn parsing_floor(paths: &[PathBuf]) -> Duration {
     thread_cpu() - start
 }
 
-struct Run {
-    wall: Duration,
-    cpu: Duration,
-    peak_rss: u64,
-}
-
-/// Ships the files through the binary with the stages; `one_core` pins it to the first CPU.
-fn ship(dir: &Path, glob: &str, lines: u64, one_core: bool) -> Run {
-    use std::os::unix::process::CommandExt;
-    let receiver = Receiver::builder().count_only(true).start();
-    let name = if one_core { "stages-1" } else { "stages" };
-    let positions = dir.join(format!("positions-{name}.yaml"));
-    let config = dir.join(format!("config-{name}.yaml"));
-    std::fs::write(
-        &config,
-        format!(
-            "server: {{http_listen_port: 0}}\npositions: {{filename: {}}}\nclients:\n  - url: {}\nscrape_configs:\n  - job_name: bench\n    static_configs:\n      - labels: {{job: bench, __path__: '{glob}'}}\n    pipeline_stages:\n      - regex:\n          expression: '{REGEX}'\n      - labels:\n          method:\n          status:\n      - timestamp:\n          source: time_local\n          format: '{LAYOUT}'\n",
-            positions.display(),
-            receiver.url()
-        ),
+/// The job's stages, as the config has them.
+fn stages_yaml() -> String {
+    format!(
+        "    pipeline_stages:\n      - regex:\n          expression: '{REGEX}'\n      - labels:\n          method:\n          status:\n      - timestamp:\n          source: time_local\n          format: '{LAYOUT}'\n"
     )
-    .expect("write bench config");
-    let started = Instant::now();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    command
-        .arg(format!("-config.file={}", config.display()))
-        .arg("-log.level=warn")
-        .stdout(Stdio::null());
-    if one_core {
-        // SAFETY: between fork and exec, only sched_setaffinity (async-signal-safe) runs.
-        unsafe {
-            command.pre_exec(|| {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(0, &mut set);
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    let mut child = command.spawn().expect("start logferry");
-    let deadline = started + Duration::from_secs(900);
-    while receiver.stats().entries < lines && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let wall = started.elapsed();
-    let (cpu, peak_rss) = proc_usage(child.id());
-    // SAFETY: kill only sends a signal to the child we started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    let got = receiver.stats().entries;
-    assert_eq!(
-        got, lines,
-        "the receiver got {got} of {lines} lines ({name})"
-    );
-    Run {
-        wall,
-        cpu,
-        peak_rss,
-    }
 }
 
 /// Runs the workload on about `bytes` of nginx lines and prints its figures and floors.
@@ -211,7 +154,20 @@ pub fn run(bytes: u64, shipping_floor: impl Fn(&[PathBuf], Encoding, Compression
     );
     let mut all_cores = 0.0;
     for one_core in [false, true] {
-        let run = ship(dir.path(), &glob, lines, one_core);
+        // On all cores the stages run in as many lanes as there are cores.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lanes = [("LOGFERRY_STAGE_LANES", cores.to_string())];
+        let run = ship(&Shipment {
+            binary: Path::new(env!("CARGO_BIN_EXE_logferry")),
+            name: if one_core { "stages-1" } else { "stages" },
+            dir: dir.path(),
+            glob: &glob,
+            lines,
+            client: "",
+            stages: &stages_yaml(),
+            one_core,
+            env: if one_core { &[] } else { &lanes },
+        });
         let secs = run.wall.as_secs_f64();
         let cpu_per_gb = run.cpu.as_secs_f64() / gb;
         let rate = lines as f64 / secs;

@@ -1,0 +1,105 @@
+//! One run of the real binary on a glob of files into the loopback Loki receiver, measured:
+//! what the end-to-end workloads share whatever their config.
+#![allow(dead_code)]
+
+use super::workload::proc_usage;
+use loki_receiver::Receiver;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to run.
+pub struct Shipment<'a> {
+    pub binary: &'a Path,
+    /// Names this run's config and positions files in `dir`.
+    pub name: &'a str,
+    pub dir: &'a Path,
+    pub glob: &'a str,
+    /// Lines the receiver must get before the run ends.
+    pub lines: u64,
+    /// Extra keys of the client, as YAML lines indented under it.
+    pub client: &'a str,
+    /// The job's `pipeline_stages`, as YAML lines indented under the job, or nothing.
+    pub stages: &'a str,
+    /// Pins the process to the first CPU.
+    pub one_core: bool,
+    pub env: &'a [(&'a str, String)],
+}
+
+pub struct Run {
+    /// Until the receiver had the first line: discovery, opening and the first push.
+    pub first: Duration,
+    pub wall: Duration,
+    pub cpu: Duration,
+    pub peak_rss: u64,
+}
+
+/// Runs the binary until the receiver has every line, then stops it.
+pub fn ship(s: &Shipment) -> Run {
+    let receiver = Receiver::builder().count_only(true).start();
+    let positions = s.dir.join(format!("positions-{}.yaml", s.name));
+    let config = s.dir.join(format!("config-{}.yaml", s.name));
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{http_listen_port: 0}}\npositions: {{filename: {}}}\nclients:\n  - url: {}\n{}scrape_configs:\n  - job_name: bench\n    static_configs:\n      - labels: {{job: bench, __path__: '{}'}}\n{}",
+            positions.display(),
+            receiver.url(),
+            s.client,
+            s.glob,
+            s.stages,
+        ),
+    )
+    .expect("write bench config");
+    let started = Instant::now();
+    let mut command = Command::new(s.binary);
+    command
+        .arg(format!("-config.file={}", config.display()))
+        .arg("-log.level=warn")
+        .envs(s.env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null());
+    if s.one_core {
+        // SAFETY: between fork and exec, only sched_setaffinity (async-signal-safe) runs.
+        unsafe {
+            command.pre_exec(|| {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn().expect("start logferry");
+    let deadline = started + Duration::from_secs(900);
+    let mut first = None;
+    loop {
+        let got = receiver.stats().entries;
+        if got > 0 && first.is_none() {
+            first = Some(started.elapsed());
+        }
+        if got >= s.lines || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let wall = started.elapsed();
+    let (cpu, peak_rss) = proc_usage(child.id());
+    // SAFETY: kill only sends a signal to the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let got = receiver.stats().entries;
+    assert_eq!(
+        got, s.lines,
+        "the receiver got {got} of {} lines ({})",
+        s.lines, s.name
+    );
+    Run {
+        first: first.unwrap_or(wall),
+        wall,
+        cpu,
+        peak_rss,
+    }
+}

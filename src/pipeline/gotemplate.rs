@@ -561,6 +561,7 @@ impl Template {
             vars: vec![("$".to_string(), Value::Root)],
             out: String::new(),
             depth: 0,
+            calls: 0,
             defs: &self.defs,
         };
         ex.walk(&Value::Root, &self.nodes)
@@ -656,14 +657,22 @@ impl Parser {
             Closer::Eof => return Err(format!("{line}: unexpected EOF")),
             Closer::Else(_, eline) => return Err(format!("{eline}: unexpected <else>")),
         }
-        // As in Go, a later definition replaces an earlier one unless it is empty.
-        let blank = body
-            .iter()
-            .all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()));
-        if !blank || !self.defs.contains_key(&name) {
-            self.defs.insert(name, body);
+        // As in Go, an empty definition gives way to a non-empty one; two non-empty ones clash.
+        let blank = |nodes: &[Node]| {
+            nodes
+                .iter()
+                .all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()))
+        };
+        match self.defs.get(&name) {
+            Some(old) if !blank(old) && !blank(&body) => {
+                Err(format!(" template: multiple definition of template {name:?}"))
+            }
+            Some(_) if blank(&body) => Ok(()),
+            _ => {
+                self.defs.insert(name, body);
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn control(&mut self, keyword: &str, toks: &[Token], line: usize) -> Result<Node, String> {
@@ -860,6 +869,15 @@ impl Parser {
             match &mut arg {
                 Arg::Field(v) | Arg::Var(_, v) | Arg::Sub(_, v) => v.push(f.clone()),
                 Arg::Dot => arg = Arg::Field(vec![f.clone()]),
+                // `now.Unix`: the function's result, called without arguments.
+                Arg::Func(name) => {
+                    let call = Pipe {
+                        decl: vec![],
+                        assign: false,
+                        cmds: vec![vec![Arg::Func(name)]],
+                    };
+                    arg = Arg::Sub(Box::new(call), vec![f.clone()]);
+                }
                 _ => return Err(format!("{line}: unexpected . after term")),
             }
             i += 1;
@@ -884,6 +902,7 @@ struct Exec<'d> {
     vars: Vec<(String, Value)>,
     out: String,
     depth: usize,
+    calls: usize,
     defs: &'d BTreeMap<String, Vec<Node>>,
 }
 
@@ -894,6 +913,9 @@ enum Ctl {
 }
 
 const MAX_DEPTH: usize = 10_000;
+/// Nested `{{template}}` calls; lower than Go's limit so that a template calling itself fails
+/// before the thread's stack runs out.
+const MAX_CALLS: usize = 500;
 const MAX_OUTPUT: usize = 16 << 20;
 
 impl Exec<'_> {
@@ -965,14 +987,14 @@ impl Exec<'_> {
             }
             None => Value::Missing,
         };
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err("exceeded maximum template depth".into());
+        self.calls += 1;
+        if self.calls > MAX_CALLS {
+            return Err(format!("exceeded maximum template depth ({MAX_CALLS})"));
         }
         let vars = std::mem::replace(&mut self.vars, vec![("$".to_string(), new_dot.clone())]);
         let result = self.walk(&new_dot, body);
         self.vars = vars;
-        self.depth -= 1;
+        self.calls -= 1;
         result.map(|_| ())
     }
 
@@ -3833,7 +3855,6 @@ mod tests {
                 .unwrap_err()
                 .contains("undefined variable")
         );
-        assert!(Template::parse("{{ define \"x\" }}{{ end }}").is_err());
         // Runtime errors: a missing value where a string is needed, a bad comparison.
         assert!(run("{{ ToUpper .missing }}", &[]).is_err());
         assert!(run("{{ eq .missing \"x\" }}", &[]).is_err());
@@ -3852,5 +3873,208 @@ mod tests {
         assert_eq!(go_duration(95_000_000_000), "1m35s");
         assert_eq!(go_duration(1_500_000), "1.5ms");
         assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+    }
+
+    #[test]
+    fn semver_values_and_methods() {
+        let d = [("ver", "1.2.3")];
+        assert_eq!(
+            ok(
+                r#"{{ (semver .ver).Major }} {{ (semver .ver).Minor }} {{ (semver "1.2.3-beta.1").Prerelease }}"#,
+                &d
+            ),
+            "1 2 beta.1"
+        );
+        // Loose input: a `v`, missing parts, leading zeros in numbers.
+        assert_eq!(
+            ok(
+                r#"{{ semver "v1.2" }} {{ semver "1" }} {{ (semver "v1.2").Original }} {{ semver "01.2.3+b.7" }} {{ (semver "1.2.3+b.7").Metadata }}"#,
+                &[]
+            ),
+            "1.2.0 1.0.0 v1.2 1.2.3+b.7 b.7"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ (semver "1.2.3").IncMinor }} {{ (semver "1.2.3-a").IncPatch }} {{ (semver "1.2.3").IncPatch }} {{ (semver "1.2.3-a+m").IncMajor.Major }}"#,
+                &[]
+            ),
+            "1.3.0 1.2.3 1.2.4 2"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ (semver "1.2.3").Compare (semver "1.3.0") }} {{ (semver "1.2.3-a.10").Compare (semver "1.2.3-a.9") }} {{ (semver "1.2.3").LessThan (semver "1.2.3-rc") }} {{ (semver "1.2.3").Equal (semver "v1.2.3+x") }}"#,
+                &[]
+            ),
+            "-1 1 false true"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ $v := semver .ver }}{{ $v.Patch }} {{ with semver .ver }}{{ .String }}{{ end }} {{ typeOf (semver .ver) }} {{ semver .ver | toJson }}"#,
+                &d
+            ),
+            r#"3 1.2.3 *semver.Version "1.2.3""#
+        );
+        for (bad, why) in [
+            ("1.2.3.4", "Invalid Semantic Version"),
+            ("V1.2.3", "Invalid Semantic Version"),
+            ("1.2.3-", "Invalid Semantic Version"),
+            ("1.2.3-01", "Version segment starts with 0"),
+            ("99999999999999999999.0.0", "value out of range"),
+        ] {
+            let e = run(&format!("{{{{ semver {bad:?} }}}}"), &[]).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let e = run(r#"{{ (semver "1.2.3").Nope }}"#, &[]).unwrap_err();
+        assert!(e.contains("can't evaluate field Nope in type *semver.Version"), "{e}");
+        let e = run(r#"{{ (semver "1.2.3").Compare "1.2.4" }}"#, &[]).unwrap_err();
+        assert!(e.contains("expected *semver.Version; got string"), "{e}");
+        assert!(run(r#"{{ (semver "1.2.3").Compare }}"#, &[]).is_err());
+    }
+
+    #[test]
+    fn semver_compare_constraints() {
+        let check = |c: &str, v: &str| ok(&format!("{{{{ semverCompare {c:?} {v:?} }}}}"), &[]);
+        let cases = [
+            (">=1.2.0", "1.2.3", "true"),
+            ("<1.0", "1.2.3", "false"),
+            ("~1.2", "1.2.3", "true"),
+            ("~1.3", "1.2.3", "false"),
+            ("~1", "1.9.0", "true"),
+            ("^1.1", "1.9.0", "true"),
+            ("^0.2", "0.3.0", "false"),
+            ("^0.0.3", "0.0.4", "false"),
+            ("^0", "0.9.1", "true"),
+            ("1.2.x", "1.2.9", "true"),
+            ("1.2", "1.3.0", "false"),
+            ("*", "7.0.0", "true"),
+            // A wildcard compares at its own precision.
+            (">1.2", "1.2.9", "false"),
+            ("<=1.2", "1.2.9", "true"),
+            ("!=1.x", "1.5.0", "false"),
+            ("!=1.2.2", "1.2.3", "true"),
+            ("1.2 - 1.3", "1.3.9", "true"),
+            ("1 - 1.2.2", "1.2.3", "false"),
+            (">=1.0 <1.2.3", "1.2.3", "false"),
+            (">=1.0, <2", "1.2.3", "true"),
+            ("<1 || >1.2.2", "1.2.3", "true"),
+            ("=>1.2", "1.2.0", "true"),
+            ("=<1.2.3", "1.2.3", "true"),
+            ("~>1.2", "1.2.3", "true"),
+            ("v1.2.3", "1.2.3+meta", "true"),
+            // A pre-release only meets constraints that name one.
+            ("*", "1.2.3-beta.3", "false"),
+            ("<1.2.3", "1.2.3-beta.3", "false"),
+            (">=1.2.3-alpha", "1.2.3-beta.3", "true"),
+            (">=1.2.3-beta.2, <1.3", "1.2.3-beta.3", "false"),
+            ("<1.2.3-beta.10", "1.2.3-beta.3", "true"),
+            ("!=1.2.2", "1.2.3-beta.3", "true"),
+        ];
+        for (c, v, want) in cases {
+            assert_eq!(check(c, v), want, "semverCompare {c:?} {v:?}");
+        }
+        for (c, v, why) in [
+            ("", "1.2.3", "improper constraint: "),
+            ("foo", "1.2.3", "improper constraint: foo"),
+            (">=1.0,,<2", "1.2.3", "improper constraint"),
+            ("1.2.3 -1.2.4", "1.2.3", "improper constraint"),
+            ("~1.2.3-01", "1.2.3", "constraint Parser Error"),
+            (">1", "abc", "Invalid Semantic Version"),
+        ] {
+            let e = run(&format!("{{{{ semverCompare {c:?} {v:?} }}}}"), &[]).unwrap_err();
+            assert!(e.contains(why), "{c:?} {v:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn define_template_block() {
+        let d = [("num", "42"), ("s", "x")];
+        assert_eq!(
+            ok(
+                r#"{{ define "t" }}T{{ . }}{{ end }}{{ template "t" .num }}|{{ template "t" }}"#,
+                &d
+            ),
+            "T42|T<no value>"
+        );
+        // Defined after use, calling each other, `$` is the argument.
+        assert_eq!(
+            ok(
+                r#"{{ template "a" 1 }}{{ define "a" }}A{{ template "b" . }}{{ end }}{{ define "b" }}B{{ $ }}{{ end }}"#,
+                &d
+            ),
+            "AB1"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ define "r" }}{{ if gt . 0 }}{{ . }}{{ template "r" (sub . 1) }}{{ end }}{{ end }}{{ template "r" 3 }}"#,
+                &d
+            ),
+            "321"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ block "b" .s }}[{{ . }}]{{ end }}|{{ template "b" "y" }}"#,
+                &d
+            ),
+            "[x]|[y]"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ define "t" }}1{{ end }}{{ define "t" }} {{ end }}{{ template "t" }}"#,
+                &d
+            ),
+            "1"
+        );
+        let e = run(r#"{{ template "nope" }}"#, &d).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+        for bad in [
+            r#"{{ define "t" }}1{{ end }}{{ define "t" }}2{{ end }}"#,
+            r#"{{ if 1 }}{{ define "x" }}{{ end }}{{ end }}"#,
+            r#"{{ $x := 1 }}{{ define "t" }}{{ $x }}{{ end }}"#,
+            r#"{{ block "b" }}x{{ end }}"#,
+            r#"{{ define "t" }}x{{ else }}y{{ end }}"#,
+            r#"{{ define t }}{{ end }}"#,
+            r#"{{ define "t" }}x"#,
+        ] {
+            assert!(Template::parse(bad).is_err(), "{bad}");
+        }
+        // Endless recursion is an error, not a crash.
+        assert!(run(r#"{{ define "l" }}{{ template "l" }}{{ end }}{{ template "l" }}"#, &d).is_err());
+    }
+
+    #[test]
+    fn time_methods() {
+        assert_eq!(
+            ok(
+                r#"{{ (toDate "2006-01-02T15:04:05Z07:00" "2023-05-06T07:08:09+02:00").Unix }}"#,
+                &[]
+            ),
+            "1683349689"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ $t := toDate "2006-01-02 15:04:05.000" "2023-05-06 07:08:09.123" }}{{ $t.UTC.UnixMilli }} {{ $t.UnixNano }}"#,
+                &[]
+            ),
+            "1683356889123 1683356889123000000"
+        );
+        // A date toDate cannot read is Go's zero time.
+        assert_eq!(ok(r#"{{ (toDate "2006" "x").Unix }}"#, &[]), "-62135596800");
+        let e = run(r#"{{ now.Nope }}"#, &[]).unwrap_err();
+        assert!(e.contains("can't evaluate field Nope in type time.Time"), "{e}");
+        assert!(run(r#"{{ now.Unix 1 }}"#, &[]).is_err());
+    }
+
+    #[test]
+    fn slice_is_sprigs_lists_only() {
+        assert_eq!(
+            ok(
+                r#"{{ slice (list 1 2 3) 1 }} {{ slice (list 1 2 3) }} {{ slice (list 1 2 3) 0 2 }} {{ index (splitList "," "a,b") 1 }}"#,
+                &[]
+            ),
+            "[2 3] [1 2 3] [1 2] b"
+        );
+        let e = run(r#"{{ slice .s 0 2 }}"#, &[("s", "Hello")]).unwrap_err();
+        assert!(e.contains("list should be type of slice or array but string"), "{e}");
+        assert!(run(r#"{{ slice (list 1 2 3) 2 5 }}"#, &[]).is_err());
     }
 }

@@ -56,10 +56,6 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "logferry has the `sampling` stage of later Promtail versions; 2.8 refuses it",
     ),
     (
-        "json-nested-object",
-        "not yet: Promtail keeps the key order of a nested object, logferry sorts",
-    ),
-    (
         "json-key-n",
         "not yet: YAML 1.1 reads a plain `n` key as a boolean",
     ),

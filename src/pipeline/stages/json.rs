@@ -2,7 +2,10 @@
 //!
 //! The `jmespath` crate (the JMESPath project's own Rust implementation) evaluates the
 //! expressions. Values keep their JSON type in the extracted map; arrays and objects are written
-//! back to JSON text, as Promtail does (with keys sorted, where Go's order is random).
+//! back to JSON text, as Promtail does. Go's key order is random; an object picked by a field
+//! path keeps the line's order (Promtail's usual one, see `order`), others are sorted.
+
+mod order;
 
 // Promtail decodes these options strictly: no number or boolean for a string.
 use super::weak::{SBool as WBool, SString as WString};
@@ -60,17 +63,22 @@ impl JsonStage {
     }
 
     pub(crate) fn apply(&self, entry: &mut Entry) -> Result<(), JsonFailure> {
-        let parsed = match &self.source {
-            None => parse_object(&entry.line),
+        let owned;
+        let text = match &self.source {
+            None => entry.line.as_str(),
             Some(source) => match super::source_string(&entry.extracted, source) {
-                Ok(s) => parse_object(&s),
+                Ok(s) => {
+                    // Owned: the ordered rewrite reads it after `extracted` has changed.
+                    owned = s.into_owned();
+                    &owned
+                }
                 Err(why) => {
                     tracing::debug!(source = source.as_str(), "json stage: {why}");
                     return Err(JsonFailure::Skipped);
                 }
             },
         };
-        let data = match parsed {
+        let data = match parse_object(text) {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!(error = %e, "failed to unmarshal log line");
@@ -91,6 +99,9 @@ impl JsonStage {
                 Variable::Bool(b) => Value::Bool(*b),
                 Variable::Number(n) => Value::Number(n.clone()),
                 Variable::String(s) => Value::String(s.clone()),
+                Variable::Object(_) if let Some(s) = order::ordered_object(text, expr.as_ast()) => {
+                    Value::String(s)
+                }
                 Variable::Array(_) | Variable::Object(_) => {
                     let mut s = String::new();
                     go_json_variable(&result, &mut s);
@@ -272,7 +283,7 @@ mod tests {
         assert_eq!(out.extracted["arr"], json!(r#"[1,"a\u003cb",2.5]"#));
         assert_eq!(
             out.extracted["obj"],
-            json!(r#"{"a":{"q":null},"inner":{"x":"y"},"z":1}"#)
+            json!(r#"{"z":1,"a":{"q":null},"inner":{"x":"y"}}"#)
         );
         assert_eq!(out.extracted["nested"], json!("y"));
         assert_eq!(out.extracted["first"], json!(1));

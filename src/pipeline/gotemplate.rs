@@ -7,9 +7,10 @@
 //! builtin functions (`and or not len index slice print printf println eq ne lt le gt ge html js
 //! urlquery`), Promtail's own (`ToLower ToUpper Replace Trim TrimLeft TrimRight TrimPrefix
 //! TrimSuffix TrimSpace Hash Sha2Hash regexReplaceAll regexReplaceAllLiteral`) and the Sprig
-//! functions listed in [`FUNCTIONS`]. `define`, `template` and `block` are not supported. A
-//! function that is not listed makes the template fail to parse, naming the function, as Go
-//! does.
+//! functions listed in [`FUNCTIONS`] (Sprig's `slice`, which takes lists only, replaces Go's, as
+//! in Promtail), named templates (`define`, `template`, `block`), and the methods templates call
+//! on Sprig's versions (`(semver .v).Major`) and on times (`now.Unix`). A function that is not
+//! listed makes the template fail to parse, naming the function, as Go does.
 //!
 //! ```
 //! use logferry::pipeline::gotemplate::Template;
@@ -664,9 +665,9 @@ impl Parser {
                 .all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()))
         };
         match self.defs.get(&name) {
-            Some(old) if !blank(old) && !blank(&body) => {
-                Err(format!(" template: multiple definition of template {name:?}"))
-            }
+            Some(old) if !blank(old) && !blank(&body) => Err(format!(
+                " template: multiple definition of template {name:?}"
+            )),
             Some(_) if blank(&body) => Ok(()),
             _ => {
                 self.defs.insert(name, body);
@@ -1182,10 +1183,16 @@ impl Exec<'_> {
     }
 
     /// For `.a.Method args`: the value that has the method, when it is one with methods.
-    fn receiver<'a>(&mut self, dot: &Value, arg: &'a Arg) -> Result<Option<(Value, &'a str)>, String> {
+    fn receiver<'a>(
+        &mut self,
+        dot: &Value,
+        arg: &'a Arg,
+    ) -> Result<Option<(Value, &'a str)>, String> {
         let (base, chain) = match arg {
             Arg::Field(f) => (dot.clone(), f),
-            Arg::Var(name, f) if !f.is_empty() => (self.arg(dot, &Arg::Var(name.clone(), vec![]))?, f),
+            Arg::Var(name, f) if !f.is_empty() => {
+                (self.arg(dot, &Arg::Var(name.clone(), vec![]))?, f)
+            }
             Arg::Sub(p, f) if !f.is_empty() => (self.pipe(dot, p)?, f),
             _ => return Ok(None),
         };
@@ -1202,9 +1209,7 @@ impl Exec<'_> {
     fn fields(&self, mut v: Value, fields: &[String]) -> Result<Value, String> {
         for f in fields {
             v = match v {
-                Value::Semver(_) | Value::Time(_) => {
-                    method(&v, f, vec![])?
-                }
+                Value::Semver(_) | Value::Time(_) => method(&v, f, vec![])?,
                 Value::Root => self.data.get(f).map_or(Value::Missing, Value::str),
                 Value::Map(m) => m.get(f.as_str()).cloned().unwrap_or(Value::Missing),
                 Value::Missing | Value::Nil => Value::Missing,
@@ -1250,7 +1255,15 @@ fn method(recv: &Value, name: &str, args: Vec<Value>) -> R {
                 }
             };
             let is = |o: std::cmp::Ordering| -> R { Ok(Value::Bool(v.compare(&*(other()?)) == o)) };
-            let m = ["Major", "Minor", "Patch", "Prerelease", "Metadata", "Original", "String"];
+            let m = [
+                "Major",
+                "Minor",
+                "Patch",
+                "Prerelease",
+                "Metadata",
+                "Original",
+                "String",
+            ];
             if m.contains(&name) || name.starts_with("Inc") {
                 arity(0)?;
             }
@@ -3925,7 +3938,10 @@ mod tests {
             assert!(e.contains(why), "{bad}: {e}");
         }
         let e = run(r#"{{ (semver "1.2.3").Nope }}"#, &[]).unwrap_err();
-        assert!(e.contains("can't evaluate field Nope in type *semver.Version"), "{e}");
+        assert!(
+            e.contains("can't evaluate field Nope in type *semver.Version"),
+            "{e}"
+        );
         let e = run(r#"{{ (semver "1.2.3").Compare "1.2.4" }}"#, &[]).unwrap_err();
         assert!(e.contains("expected *semver.Version; got string"), "{e}");
         assert!(run(r#"{{ (semver "1.2.3").Compare }}"#, &[]).is_err());
@@ -4038,7 +4054,13 @@ mod tests {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
         // Endless recursion is an error, not a crash.
-        assert!(run(r#"{{ define "l" }}{{ template "l" }}{{ end }}{{ template "l" }}"#, &d).is_err());
+        assert!(
+            run(
+                r#"{{ define "l" }}{{ template "l" }}{{ end }}{{ template "l" }}"#,
+                &d
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -4060,7 +4082,10 @@ mod tests {
         // A date toDate cannot read is Go's zero time.
         assert_eq!(ok(r#"{{ (toDate "2006" "x").Unix }}"#, &[]), "-62135596800");
         let e = run(r#"{{ now.Nope }}"#, &[]).unwrap_err();
-        assert!(e.contains("can't evaluate field Nope in type time.Time"), "{e}");
+        assert!(
+            e.contains("can't evaluate field Nope in type time.Time"),
+            "{e}"
+        );
         assert!(run(r#"{{ now.Unix 1 }}"#, &[]).is_err());
     }
 
@@ -4074,7 +4099,10 @@ mod tests {
             "[2 3] [1 2 3] [1 2] b"
         );
         let e = run(r#"{{ slice .s 0 2 }}"#, &[("s", "Hello")]).unwrap_err();
-        assert!(e.contains("list should be type of slice or array but string"), "{e}");
+        assert!(
+            e.contains("list should be type of slice or array but string"),
+            "{e}"
+        );
         assert!(run(r#"{{ slice (list 1 2 3) 2 5 }}"#, &[]).is_err());
     }
 }

@@ -19,7 +19,8 @@ pub struct Version {
     pub original: String,
 }
 
-const PRE: &str = r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?";
+const PRE: &str =
+    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?";
 
 static VERSION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(r"^v?([0-9]+)(\.[0-9]+)?(\.[0-9]+)?{PRE}$")).unwrap_or_else(|e| {
@@ -35,8 +36,7 @@ static ONE: LazyLock<Regex> = LazyLock::new(|| fixed(&format!(r"^\s*{OPS}\s*({CV
 static FIND: LazyLock<Regex> = LazyLock::new(|| fixed(&format!(r"{OPS}\s*({CV})")));
 static VALID: LazyLock<Regex> =
     LazyLock::new(|| fixed(&format!(r"^(?:\s*{OPS}\s*(?:{CV})\s*,?)+$")));
-static RANGE: LazyLock<Regex> =
-    LazyLock::new(|| fixed(&format!(r"\s*({CV})\s+-\s+({CV})\s*")));
+static RANGE: LazyLock<Regex> = LazyLock::new(|| fixed(&format!(r"\s*({CV})\s+-\s+({CV})\s*")));
 
 fn fixed(p: &str) -> Regex {
     Regex::new(p).unwrap_or_else(|e| unreachable!("fixed pattern: {e}"))
@@ -165,7 +165,8 @@ fn parse_one(text: &str) -> Result<Constraint, String> {
     let major = c.get(3).map_or("", |m| m.as_str());
     let minor = c.get(4).map_or("", |m| m.as_str().trim_start_matches('.'));
     let patch = c.get(5).map_or("", |m| m.as_str().trim_start_matches('.'));
-    let head_len = c.get(5).or(c.get(4)).or(c.get(3)).map_or(0, |m| m.end()) - c.get(2).map_or(0, |m| m.start());
+    let head_len = c.get(5).or(c.get(4)).or(c.get(3)).map_or(0, |m| m.end())
+        - c.get(2).map_or(0, |m| m.start());
     let tail = &ver[head_len.min(ver.len())..];
     let (mut minor_dirty, mut patch_dirty, mut dirty) = (false, false, false);
     let rebuilt = if is_x(major) {

@@ -156,7 +156,10 @@ mod tests {
             pick(line, "obj").as_deref(),
             Some(r#"{"b":3,"a":{"z":1,"y":[1,{"d":null,"c":true}]}}"#)
         );
-        assert_eq!(pick(line, "obj.a").as_deref(), Some(r#"{"z":1,"y":[1,{"d":null,"c":true}]}"#));
+        assert_eq!(
+            pick(line, "obj.a").as_deref(),
+            Some(r#"{"z":1,"y":[1,{"d":null,"c":true}]}"#)
+        );
         assert_eq!(
             pick(r#"{"o":{"x":"\u003c","n":1.0e3}}"#, "o").as_deref(),
             Some(r#"{"x":"\u003c","n":1000}"#)

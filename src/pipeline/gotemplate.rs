@@ -7,9 +7,10 @@
 //! builtin functions (`and or not len index slice print printf println eq ne lt le gt ge html js
 //! urlquery`), Promtail's own (`ToLower ToUpper Replace Trim TrimLeft TrimRight TrimPrefix
 //! TrimSuffix TrimSpace Hash Sha2Hash regexReplaceAll regexReplaceAllLiteral`) and the Sprig
-//! functions listed in [`FUNCTIONS`]. `define`, `template` and `block` are not supported. A
-//! function that is not listed makes the template fail to parse, naming the function, as Go
-//! does.
+//! functions listed in [`FUNCTIONS`] (Sprig's `slice`, which takes lists only, replaces Go's, as
+//! in Promtail), named templates (`define`, `template`, `block`), and the methods templates call
+//! on Sprig's versions (`(semver .v).Major`) and on times (`now.Unix`). A function that is not
+//! listed makes the template fail to parse, naming the function, as Go does.
 //!
 //! ```
 //! use logferry::pipeline::gotemplate::Template;
@@ -19,6 +20,8 @@
 //! data.insert("Value".to_string(), "abc".to_string());
 //! assert_eq!(t.execute(&data).unwrap(), "ABC");
 //! ```
+
+mod semver;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -54,6 +57,8 @@ pub enum Value {
     Map(Rc<BTreeMap<String, Value>>),
     /// A point in time (Sprig's `now`), nanoseconds since the epoch.
     Time(i64),
+    /// Sprig's `semver` result.
+    Semver(Rc<semver::Version>),
     /// The template's data (`.` at the top, `$`).
     Root,
 }
@@ -74,6 +79,7 @@ impl Value {
             Value::List(_) => "slice",
             Value::Map(_) | Value::Root => "map",
             Value::Time(_) => "struct",
+            Value::Semver(_) => "ptr",
         }
     }
 
@@ -88,6 +94,7 @@ impl Value {
             Value::Map(_) => "map[string]interface {}",
             Value::Root => "map[string]interface {}",
             Value::Time(_) => "time.Time",
+            Value::Semver(_) => "*semver.Version",
         }
     }
 }
@@ -477,6 +484,8 @@ enum Node {
     With(Pipe, Vec<Node>, Vec<Node>),
     Break,
     Continue,
+    /// `{{template "name" pipe}}` (and the call half of `{{block}}`).
+    Template(String, Option<Pipe>),
 }
 
 #[derive(Debug, Clone)]
@@ -503,12 +512,17 @@ enum Arg {
 #[derive(Debug, Clone)]
 pub struct Template {
     nodes: Vec<Node>,
+    /// Templates named by `{{define}}` and `{{block}}`.
+    defs: BTreeMap<String, Vec<Node>>,
 }
 
 struct Parser {
     pieces: std::vec::IntoIter<Piece>,
     vars: Vec<String>,
     range_depth: usize,
+    /// How many control structures enclose the current list (`define` only at the top).
+    nest: usize,
+    defs: BTreeMap<String, Vec<Node>>,
 }
 
 enum Closer {
@@ -525,12 +539,17 @@ impl Template {
             pieces: pieces.into_iter(),
             vars: vec!["$".to_string()],
             range_depth: 0,
+            nest: 0,
+            defs: BTreeMap::new(),
         };
         let (nodes, end) = p
             .list()
             .map_err(|e| format!("template: pipeline_template:{e}"))?;
         match end {
-            Closer::Eof => Ok(Template { nodes }),
+            Closer::Eof => Ok(Template {
+                nodes,
+                defs: p.defs,
+            }),
             Closer::End => Err("template: pipeline_template: unexpected {{end}}".into()),
             Closer::Else(..) => Err("template: pipeline_template: unexpected {{else}}".into()),
         }
@@ -543,6 +562,8 @@ impl Template {
             vars: vec![("$".to_string(), Value::Root)],
             out: String::new(),
             depth: 0,
+            calls: 0,
+            defs: &self.defs,
         };
         ex.walk(&Value::Root, &self.nodes)
             .map_err(|e| format!("template: pipeline_template: {e}"))?;
@@ -588,8 +609,29 @@ impl Parser {
                                 Node::Continue
                             });
                         }
-                        "define" | "template" | "block" => {
-                            return Err(format!("{line}: {{{{{keyword}}}}} is not supported"));
+                        "define" => {
+                            if self.nest > 0 {
+                                return Err(format!("{line}: unexpected <define> in command"));
+                            }
+                            let name = template_name(&toks, "define", line)?;
+                            if toks.len() > 2 {
+                                return Err(format!("{line}: unexpected token in define clause"));
+                            }
+                            self.definition(name, line)?;
+                        }
+                        "template" | "block" => {
+                            let name = template_name(&toks, keyword, line)?;
+                            let pipe = if toks.len() > 2 {
+                                Some(self.pipeline(&toks[2..], line, false)?)
+                            } else if keyword == "block" {
+                                return Err(format!("{line}: missing value for block clause"));
+                            } else {
+                                None
+                            };
+                            if keyword == "block" {
+                                self.definition(name.clone(), line)?;
+                            }
+                            nodes.push(Node::Template(name, pipe));
                         }
                         _ => {
                             let pipe = self.pipeline(&toks, line, false)?;
@@ -602,7 +644,51 @@ impl Parser {
         Ok((nodes, Closer::Eof))
     }
 
+    /// The body of `define` or `block`, up to its `{{end}}`, with its own variables.
+    fn definition(&mut self, name: String, line: usize) -> Result<(), String> {
+        let vars = std::mem::replace(&mut self.vars, vec!["$".to_string()]);
+        let range_depth = std::mem::replace(&mut self.range_depth, 0);
+        self.nest += 1;
+        let (body, end) = self.list()?;
+        self.nest -= 1;
+        self.vars = vars;
+        self.range_depth = range_depth;
+        match end {
+            Closer::End => {}
+            Closer::Eof => return Err(format!("{line}: unexpected EOF")),
+            Closer::Else(_, eline) => return Err(format!("{eline}: unexpected <else>")),
+        }
+        // As in Go, an empty definition gives way to a non-empty one; two non-empty ones clash.
+        let blank = |nodes: &[Node]| {
+            nodes
+                .iter()
+                .all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()))
+        };
+        match self.defs.get(&name) {
+            Some(old) if !blank(old) && !blank(&body) => Err(format!(
+                " template: multiple definition of template {name:?}"
+            )),
+            Some(_) if blank(&body) => Ok(()),
+            _ => {
+                self.defs.insert(name, body);
+                Ok(())
+            }
+        }
+    }
+
     fn control(&mut self, keyword: &str, toks: &[Token], line: usize) -> Result<Node, String> {
+        self.nest += 1;
+        let node = self.control_inner(keyword, toks, line);
+        self.nest -= 1;
+        node
+    }
+
+    fn control_inner(
+        &mut self,
+        keyword: &str,
+        toks: &[Token],
+        line: usize,
+    ) -> Result<Node, String> {
         let mark = self.vars.len();
         let pipe = self.pipeline(toks, line, keyword == "range")?;
         if keyword == "range" {
@@ -784,11 +870,28 @@ impl Parser {
             match &mut arg {
                 Arg::Field(v) | Arg::Var(_, v) | Arg::Sub(_, v) => v.push(f.clone()),
                 Arg::Dot => arg = Arg::Field(vec![f.clone()]),
+                // `now.Unix`: the function's result, called without arguments.
+                Arg::Func(name) => {
+                    let call = Pipe {
+                        decl: vec![],
+                        assign: false,
+                        cmds: vec![vec![Arg::Func(name)]],
+                    };
+                    arg = Arg::Sub(Box::new(call), vec![f.clone()]);
+                }
                 _ => return Err(format!("{line}: unexpected . after term")),
             }
             i += 1;
         }
         Ok((arg, i))
+    }
+}
+
+/// The quoted name after `define`, `template` or `block`.
+fn template_name(toks: &[Token], keyword: &str, line: usize) -> Result<String, String> {
+    match toks.get(1).map(|t| &t.tok) {
+        Some(Tok::Str(name)) => Ok(name.clone()),
+        _ => Err(format!("{line}: unexpected token in {keyword} clause")),
     }
 }
 
@@ -800,6 +903,8 @@ struct Exec<'d> {
     vars: Vec<(String, Value)>,
     out: String,
     depth: usize,
+    calls: usize,
+    defs: &'d BTreeMap<String, Vec<Node>>,
 }
 
 enum Ctl {
@@ -809,6 +914,9 @@ enum Ctl {
 }
 
 const MAX_DEPTH: usize = 10_000;
+/// Nested `{{template}}` calls; lower than Go's limit so that a template calling itself fails
+/// before the thread's stack runs out.
+const MAX_CALLS: usize = 500;
 const MAX_OUTPUT: usize = 16 << 20;
 
 impl Exec<'_> {
@@ -859,9 +967,36 @@ impl Exec<'_> {
                 }
                 Node::Break => return Ok(Ctl::Break),
                 Node::Continue => return Ok(Ctl::Continue),
+                Node::Template(name, p) => self.call_template(dot, name, p.as_ref())?,
             }
         }
         Ok(Ctl::Normal)
+    }
+
+    /// Runs a named template with the pipeline's value (or no value) as dot and as `$`.
+    fn call_template(&mut self, dot: &Value, name: &str, p: Option<&Pipe>) -> Result<(), String> {
+        let defs = self.defs;
+        let body = defs
+            .get(name)
+            .ok_or_else(|| format!("template {name:?} not defined"))?;
+        let new_dot = match p {
+            Some(p) => {
+                let mark = self.vars.len();
+                let v = self.pipe(dot, p)?;
+                self.vars.truncate(mark);
+                v
+            }
+            None => Value::Missing,
+        };
+        self.calls += 1;
+        if self.calls > MAX_CALLS {
+            return Err(format!("exceeded maximum template depth ({MAX_CALLS})"));
+        }
+        let vars = std::mem::replace(&mut self.vars, vec![("$".to_string(), new_dot.clone())]);
+        let result = self.walk(&new_dot, body);
+        self.vars = vars;
+        self.calls -= 1;
+        result.map(|_| ())
     }
 
     fn range(&mut self, dot: &Value, p: &Pipe, body: &[Node], els: &[Node]) -> Result<Ctl, String> {
@@ -969,6 +1104,16 @@ impl Exec<'_> {
             }
             first => {
                 if cmd.len() > 1 || fin.is_some() {
+                    if let Some((recv, method_name)) = self.receiver(dot, first)? {
+                        let mut args = Vec::with_capacity(cmd.len());
+                        for a in &cmd[1..] {
+                            args.push(self.arg(dot, a)?);
+                        }
+                        if let Some(f) = fin {
+                            args.push(f);
+                        }
+                        return method(&recv, method_name, args);
+                    }
                     let what = match first {
                         Arg::Field(f) => f.last().cloned().unwrap_or_default(),
                         _ => String::new(),
@@ -1037,9 +1182,34 @@ impl Exec<'_> {
         }
     }
 
+    /// For `.a.Method args`: the value that has the method, when it is one with methods.
+    fn receiver<'a>(
+        &mut self,
+        dot: &Value,
+        arg: &'a Arg,
+    ) -> Result<Option<(Value, &'a str)>, String> {
+        let (base, chain) = match arg {
+            Arg::Field(f) => (dot.clone(), f),
+            Arg::Var(name, f) if !f.is_empty() => {
+                (self.arg(dot, &Arg::Var(name.clone(), vec![]))?, f)
+            }
+            Arg::Sub(p, f) if !f.is_empty() => (self.pipe(dot, p)?, f),
+            _ => return Ok(None),
+        };
+        let Some((last, init)) = chain.split_last() else {
+            return Ok(None);
+        };
+        let recv = self.fields(base, init)?;
+        Ok(match recv {
+            Value::Semver(_) | Value::Time(_) => Some((recv, last.as_str())),
+            _ => None,
+        })
+    }
+
     fn fields(&self, mut v: Value, fields: &[String]) -> Result<Value, String> {
         for f in fields {
             v = match v {
+                Value::Semver(_) | Value::Time(_) => method(&v, f, vec![])?,
                 Value::Root => self.data.get(f).map_or(Value::Missing, Value::str),
                 Value::Map(m) => m.get(f.as_str()).cloned().unwrap_or(Value::Missing),
                 Value::Missing | Value::Nil => Value::Missing,
@@ -1055,6 +1225,93 @@ impl Exec<'_> {
     }
 }
 
+/// Methods of the values that have them: Sprig's `*semver.Version` and Go's `time.Time`.
+fn method(recv: &Value, name: &str, args: Vec<Value>) -> R {
+    let arity = |n: usize| -> Result<(), String> {
+        if args.len() != n {
+            return Err(format!(
+                "wrong number of args for {name}: want {n} got {}",
+                args.len()
+            ));
+        }
+        Ok(())
+    };
+    let unknown = || {
+        Err(format!(
+            "can't evaluate field {name} in type {}",
+            recv.type_name()
+        ))
+    };
+    match recv {
+        Value::Semver(v) => {
+            let other = || -> Result<Rc<semver::Version>, String> {
+                arity(1)?;
+                match &args[0] {
+                    Value::Semver(o) => Ok(o.clone()),
+                    o => Err(format!(
+                        "wrong type for value; expected *semver.Version; got {}",
+                        o.type_name()
+                    )),
+                }
+            };
+            let is = |o: std::cmp::Ordering| -> R { Ok(Value::Bool(v.compare(&*(other()?)) == o)) };
+            let m = [
+                "Major",
+                "Minor",
+                "Patch",
+                "Prerelease",
+                "Metadata",
+                "Original",
+                "String",
+            ];
+            if m.contains(&name) || name.starts_with("Inc") {
+                arity(0)?;
+            }
+            Ok(match name {
+                "Major" => Value::Int(v.major as i64),
+                "Minor" => Value::Int(v.minor as i64),
+                "Patch" => Value::Int(v.patch as i64),
+                "Prerelease" => Value::str(v.pre.as_str()),
+                "Metadata" => Value::str(v.meta.as_str()),
+                "Original" => Value::str(v.original.as_str()),
+                "String" => Value::str(v.to_string()),
+                "IncMajor" => Value::Semver(Rc::new(v.inc("major"))),
+                "IncMinor" => Value::Semver(Rc::new(v.inc("minor"))),
+                "IncPatch" => Value::Semver(Rc::new(v.inc("patch"))),
+                "Compare" => Value::Int(v.compare(&*(other()?)) as i64),
+                "LessThan" => return is(std::cmp::Ordering::Less),
+                "GreaterThan" => return is(std::cmp::Ordering::Greater),
+                "Equal" => return is(std::cmp::Ordering::Equal),
+                _ => return unknown(),
+            })
+        }
+        Value::Time(ns) => {
+            // A failed `toDate` gives Go's zero time, 1 January of year 1.
+            let secs = if *ns == i64::MIN {
+                -62_135_596_800
+            } else {
+                ns.div_euclid(1_000_000_000)
+            };
+            let sub = if *ns == i64::MIN {
+                0
+            } else {
+                ns.rem_euclid(1_000_000_000)
+            };
+            let v = match name {
+                "Unix" => Value::Int(secs),
+                "UnixMilli" => Value::Int(secs.wrapping_mul(1_000).wrapping_add(sub / 1_000_000)),
+                "UnixMicro" => Value::Int(secs.wrapping_mul(1_000_000).wrapping_add(sub / 1_000)),
+                "UnixNano" => Value::Int(secs.wrapping_mul(1_000_000_000).wrapping_add(sub)),
+                "UTC" | "Local" => recv.clone(),
+                _ => return unknown(),
+            };
+            arity(0)?;
+            Ok(v)
+        }
+        _ => unknown(),
+    }
+}
+
 fn truth(v: &Value, data: &dyn Data) -> bool {
     match v {
         Value::Missing | Value::Nil => false,
@@ -1065,7 +1322,7 @@ fn truth(v: &Value, data: &dyn Data) -> bool {
         Value::List(l) => !l.is_empty(),
         Value::Map(m) => !m.is_empty(),
         Value::Root => !data.keys().is_empty(),
-        Value::Time(_) => true,
+        Value::Time(_) | Value::Semver(_) => true,
     }
 }
 
@@ -1113,6 +1370,9 @@ fn print_value(v: &Value, data: &dyn Data, out: &mut String) {
                 out.push_str(&data.get(k).unwrap_or_default());
             }
             out.push(']');
+        }
+        Value::Semver(v) => {
+            let _ = write!(out, "{v}");
         }
         Value::Time(ns) => {
             let l = crate::pipeline::gotime::Layout::new("2006-01-02 15:04:05.999999999 -0700 MST");
@@ -1377,6 +1637,9 @@ pub const FUNCTIONS: &[&str] = &[
     "ext",
     "clean",
     "isAbs",
+    // Sprig: versions
+    "semver",
+    "semverCompare",
 ];
 
 fn function(name: &str) -> Option<&'static str> {
@@ -1502,7 +1765,7 @@ fn empty(v: &Value) -> bool {
         Value::Str(s) => s.is_empty(),
         Value::List(l) => l.is_empty(),
         Value::Map(m) => m.is_empty(),
-        Value::Root | Value::Time(_) => false,
+        Value::Root | Value::Time(_) | Value::Semver(_) => false,
     }
 }
 
@@ -1545,6 +1808,7 @@ fn basic_eq(a: &Value, b: &Value) -> Result<bool, String> {
         (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => (*x as f64) == *y,
         (Value::Str(x), Value::Str(y)) => x == y,
         (Value::Time(x), Value::Time(y)) => x == y,
+        (Value::Semver(x), Value::Semver(y)) => Rc::ptr_eq(x, y),
         (Value::List(_) | Value::Map(_) | Value::Root, _)
         | (_, Value::List(_) | Value::Map(_) | Value::Root) => {
             return Err("non-comparable type".into());
@@ -1636,30 +1900,29 @@ fn call(name: &str, a: Vec<Value>, data: &dyn Data) -> R {
             }
             v
         }
+        // Sprig's `slice` replaces Go's builtin: lists only, a string is an error.
         "slice" => {
             if n == 0 {
-                return Err("wrong number of args for slice".into());
+                return Err("wrong number of args for slice: want at least 1 got 0".into());
             }
             let idx: Vec<i64> = a[1..].iter().map(i_arg).collect::<Result<_, _>>()?;
             match &a[0] {
-                Value::Str(st) => {
-                    let lo = *idx.first().unwrap_or(&0) as usize;
-                    let hi = idx.get(1).map_or(st.len(), |h| *h as usize);
-                    Value::str(
-                        st.get(lo..hi)
-                            .ok_or_else(|| format!("index out of range: {hi}"))?,
-                    )
-                }
                 Value::List(l) => {
-                    let lo = *idx.first().unwrap_or(&0) as usize;
-                    let hi = idx.get(1).map_or(l.len(), |h| *h as usize);
-                    Value::List(Rc::new(
-                        l.get(lo..hi)
-                            .ok_or_else(|| format!("index out of range: {hi}"))?
-                            .to_vec(),
-                    ))
+                    let lo = *idx.first().unwrap_or(&0);
+                    let hi = idx.get(1).copied().unwrap_or(l.len() as i64);
+                    let range = usize::try_from(lo)
+                        .ok()
+                        .zip(usize::try_from(hi).ok())
+                        .and_then(|(lo, hi)| l.get(lo..hi))
+                        .ok_or("reflect.Value.Slice: slice index out of bounds")?;
+                    Value::List(Rc::new(range.to_vec()))
                 }
-                other => return Err(format!("can't slice item of type {}", other.type_name())),
+                other => {
+                    return Err(format!(
+                        "list should be type of slice or array but {}",
+                        other.kind()
+                    ));
+                }
             }
         }
         "print" => Value::str(sprint(&a, data)),
@@ -2782,6 +3045,16 @@ fn call(name: &str, a: Vec<Value>, data: &dyn Data) -> R {
             Value::str(go_duration(d / 1_000_000_000 * 1_000_000_000))
         }
 
+        // --- Sprig versions
+        "semver" => {
+            want(&a, 1)?;
+            Value::Semver(Rc::new(semver::Version::parse(&s(0)?)?))
+        }
+        "semverCompare" => {
+            want(&a, 2)?;
+            Value::Bool(semver::satisfies(&s(0)?, &s(1)?)?)
+        }
+
         // --- Sprig OS and paths
         "env" => {
             want(&a, 1)?;
@@ -3091,6 +3364,7 @@ fn to_json(v: &Value, data: &dyn Data) -> serde_json::Value {
                 })
                 .collect(),
         ),
+        Value::Semver(v) => serde_json::Value::String(v.to_string()),
         Value::Time(ns) => serde_json::Value::String(
             crate::pipeline::gotime::Layout::new("2006-01-02T15:04:05.999999999Z07:00").format(
                 crate::entry::Timestamp::from_nanos(*ns),
@@ -3520,10 +3794,10 @@ mod tests {
         assert_eq!(ok(r#"{{ duration 95 }}"#, &[]), "1m35s");
         assert_eq!(
             ok(
-                r#"{{ len "abc" }} {{ index (list 1 2) 1 }} {{ slice "abcd" 1 3 }}"#,
+                r#"{{ len "abc" }} {{ index (list 1 2) 1 }} {{ slice (list 1 2 3) 1 }}"#,
                 &[]
             ),
-            "3 2 bc"
+            "3 2 [2 3]"
         );
         assert_eq!(
             ok(r#"{{ html "<a&b>" }} {{ urlquery "a b&c" }}"#, &[]),
@@ -3594,7 +3868,6 @@ mod tests {
                 .unwrap_err()
                 .contains("undefined variable")
         );
-        assert!(Template::parse("{{ define \"x\" }}{{ end }}").is_err());
         // Runtime errors: a missing value where a string is needed, a bad comparison.
         assert!(run("{{ ToUpper .missing }}", &[]).is_err());
         assert!(run("{{ eq .missing \"x\" }}", &[]).is_err());
@@ -3613,5 +3886,223 @@ mod tests {
         assert_eq!(go_duration(95_000_000_000), "1m35s");
         assert_eq!(go_duration(1_500_000), "1.5ms");
         assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+    }
+
+    #[test]
+    fn semver_values_and_methods() {
+        let d = [("ver", "1.2.3")];
+        assert_eq!(
+            ok(
+                r#"{{ (semver .ver).Major }} {{ (semver .ver).Minor }} {{ (semver "1.2.3-beta.1").Prerelease }}"#,
+                &d
+            ),
+            "1 2 beta.1"
+        );
+        // Loose input: a `v`, missing parts, leading zeros in numbers.
+        assert_eq!(
+            ok(
+                r#"{{ semver "v1.2" }} {{ semver "1" }} {{ (semver "v1.2").Original }} {{ semver "01.2.3+b.7" }} {{ (semver "1.2.3+b.7").Metadata }}"#,
+                &[]
+            ),
+            "1.2.0 1.0.0 v1.2 1.2.3+b.7 b.7"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ (semver "1.2.3").IncMinor }} {{ (semver "1.2.3-a").IncPatch }} {{ (semver "1.2.3").IncPatch }} {{ (semver "1.2.3-a+m").IncMajor.Major }}"#,
+                &[]
+            ),
+            "1.3.0 1.2.3 1.2.4 2"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ (semver "1.2.3").Compare (semver "1.3.0") }} {{ (semver "1.2.3-a.10").Compare (semver "1.2.3-a.9") }} {{ (semver "1.2.3").LessThan (semver "1.2.3-rc") }} {{ (semver "1.2.3").Equal (semver "v1.2.3+x") }}"#,
+                &[]
+            ),
+            "-1 1 false true"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ $v := semver .ver }}{{ $v.Patch }} {{ with semver .ver }}{{ .String }}{{ end }} {{ typeOf (semver .ver) }} {{ semver .ver | toJson }}"#,
+                &d
+            ),
+            r#"3 1.2.3 *semver.Version "1.2.3""#
+        );
+        for (bad, why) in [
+            ("1.2.3.4", "Invalid Semantic Version"),
+            ("V1.2.3", "Invalid Semantic Version"),
+            ("1.2.3-", "Invalid Semantic Version"),
+            ("1.2.3-01", "Version segment starts with 0"),
+            ("99999999999999999999.0.0", "value out of range"),
+        ] {
+            let e = run(&format!("{{{{ semver {bad:?} }}}}"), &[]).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let e = run(r#"{{ (semver "1.2.3").Nope }}"#, &[]).unwrap_err();
+        assert!(
+            e.contains("can't evaluate field Nope in type *semver.Version"),
+            "{e}"
+        );
+        let e = run(r#"{{ (semver "1.2.3").Compare "1.2.4" }}"#, &[]).unwrap_err();
+        assert!(e.contains("expected *semver.Version; got string"), "{e}");
+        assert!(run(r#"{{ (semver "1.2.3").Compare }}"#, &[]).is_err());
+    }
+
+    #[test]
+    fn semver_compare_constraints() {
+        let check = |c: &str, v: &str| ok(&format!("{{{{ semverCompare {c:?} {v:?} }}}}"), &[]);
+        let cases = [
+            (">=1.2.0", "1.2.3", "true"),
+            ("<1.0", "1.2.3", "false"),
+            ("~1.2", "1.2.3", "true"),
+            ("~1.3", "1.2.3", "false"),
+            ("~1", "1.9.0", "true"),
+            ("^1.1", "1.9.0", "true"),
+            ("^0.2", "0.3.0", "false"),
+            ("^0.0.3", "0.0.4", "false"),
+            ("^0", "0.9.1", "true"),
+            ("1.2.x", "1.2.9", "true"),
+            ("1.2", "1.3.0", "false"),
+            ("*", "7.0.0", "true"),
+            // A wildcard compares at its own precision.
+            (">1.2", "1.2.9", "false"),
+            ("<=1.2", "1.2.9", "true"),
+            ("!=1.x", "1.5.0", "false"),
+            ("!=1.2.2", "1.2.3", "true"),
+            ("1.2 - 1.3", "1.3.9", "true"),
+            ("1 - 1.2.2", "1.2.3", "false"),
+            (">=1.0 <1.2.3", "1.2.3", "false"),
+            (">=1.0, <2", "1.2.3", "true"),
+            ("<1 || >1.2.2", "1.2.3", "true"),
+            ("=>1.2", "1.2.0", "true"),
+            ("=<1.2.3", "1.2.3", "true"),
+            ("~>1.2", "1.2.3", "true"),
+            ("v1.2.3", "1.2.3+meta", "true"),
+            // A pre-release only meets constraints that name one.
+            ("*", "1.2.3-beta.3", "false"),
+            ("<1.2.3", "1.2.3-beta.3", "false"),
+            (">=1.2.3-alpha", "1.2.3-beta.3", "true"),
+            (">=1.2.3-beta.2, <1.3", "1.2.3-beta.3", "false"),
+            ("<1.2.3-beta.10", "1.2.3-beta.3", "true"),
+            ("!=1.2.2", "1.2.3-beta.3", "true"),
+        ];
+        for (c, v, want) in cases {
+            assert_eq!(check(c, v), want, "semverCompare {c:?} {v:?}");
+        }
+        for (c, v, why) in [
+            ("", "1.2.3", "improper constraint: "),
+            ("foo", "1.2.3", "improper constraint: foo"),
+            (">=1.0,,<2", "1.2.3", "improper constraint"),
+            ("1.2.3 -1.2.4", "1.2.3", "improper constraint"),
+            ("~1.2.3-01", "1.2.3", "constraint Parser Error"),
+            (">1", "abc", "Invalid Semantic Version"),
+        ] {
+            let e = run(&format!("{{{{ semverCompare {c:?} {v:?} }}}}"), &[]).unwrap_err();
+            assert!(e.contains(why), "{c:?} {v:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn define_template_block() {
+        let d = [("num", "42"), ("s", "x")];
+        assert_eq!(
+            ok(
+                r#"{{ define "t" }}T{{ . }}{{ end }}{{ template "t" .num }}|{{ template "t" }}"#,
+                &d
+            ),
+            "T42|T<no value>"
+        );
+        // Defined after use, calling each other, `$` is the argument.
+        assert_eq!(
+            ok(
+                r#"{{ template "a" 1 }}{{ define "a" }}A{{ template "b" . }}{{ end }}{{ define "b" }}B{{ $ }}{{ end }}"#,
+                &d
+            ),
+            "AB1"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ define "r" }}{{ if gt . 0 }}{{ . }}{{ template "r" (sub . 1) }}{{ end }}{{ end }}{{ template "r" 3 }}"#,
+                &d
+            ),
+            "321"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ block "b" .s }}[{{ . }}]{{ end }}|{{ template "b" "y" }}"#,
+                &d
+            ),
+            "[x]|[y]"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ define "t" }}1{{ end }}{{ define "t" }} {{ end }}{{ template "t" }}"#,
+                &d
+            ),
+            "1"
+        );
+        let e = run(r#"{{ template "nope" }}"#, &d).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+        for bad in [
+            r#"{{ define "t" }}1{{ end }}{{ define "t" }}2{{ end }}"#,
+            r#"{{ if 1 }}{{ define "x" }}{{ end }}{{ end }}"#,
+            r#"{{ $x := 1 }}{{ define "t" }}{{ $x }}{{ end }}"#,
+            r#"{{ block "b" }}x{{ end }}"#,
+            r#"{{ define "t" }}x{{ else }}y{{ end }}"#,
+            r#"{{ define t }}{{ end }}"#,
+            r#"{{ define "t" }}x"#,
+        ] {
+            assert!(Template::parse(bad).is_err(), "{bad}");
+        }
+        // Endless recursion is an error, not a crash.
+        assert!(
+            run(
+                r#"{{ define "l" }}{{ template "l" }}{{ end }}{{ template "l" }}"#,
+                &d
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn time_methods() {
+        assert_eq!(
+            ok(
+                r#"{{ (toDate "2006-01-02T15:04:05Z07:00" "2023-05-06T07:08:09+02:00").Unix }}"#,
+                &[]
+            ),
+            "1683349689"
+        );
+        assert_eq!(
+            ok(
+                r#"{{ $t := toDate "2006-01-02 15:04:05.000" "2023-05-06 07:08:09.123" }}{{ $t.UTC.UnixMilli }} {{ $t.UnixNano }}"#,
+                &[]
+            ),
+            "1683356889123 1683356889123000000"
+        );
+        // A date toDate cannot read is Go's zero time.
+        assert_eq!(ok(r#"{{ (toDate "2006" "x").Unix }}"#, &[]), "-62135596800");
+        let e = run(r#"{{ now.Nope }}"#, &[]).unwrap_err();
+        assert!(
+            e.contains("can't evaluate field Nope in type time.Time"),
+            "{e}"
+        );
+        assert!(run(r#"{{ now.Unix 1 }}"#, &[]).is_err());
+    }
+
+    #[test]
+    fn slice_is_sprigs_lists_only() {
+        assert_eq!(
+            ok(
+                r#"{{ slice (list 1 2 3) 1 }} {{ slice (list 1 2 3) }} {{ slice (list 1 2 3) 0 2 }} {{ index (splitList "," "a,b") 1 }}"#,
+                &[]
+            ),
+            "[2 3] [1 2 3] [1 2] b"
+        );
+        let e = run(r#"{{ slice .s 0 2 }}"#, &[("s", "Hello")]).unwrap_err();
+        assert!(
+            e.contains("list should be type of slice or array but string"),
+            "{e}"
+        );
+        assert!(run(r#"{{ slice (list 1 2 3) 2 5 }}"#, &[]).is_err());
     }
 }

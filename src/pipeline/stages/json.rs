@@ -2,7 +2,10 @@
 //!
 //! The `jmespath` crate (the JMESPath project's own Rust implementation) evaluates the
 //! expressions. Values keep their JSON type in the extracted map; arrays and objects are written
-//! back to JSON text, as Promtail does (with keys sorted, where Go's order is random).
+//! back to JSON text, as Promtail does. Go's key order is random; an object picked by a field
+//! path keeps the line's order (Promtail's usual one, see `order`), others are sorted.
+
+mod order;
 
 // Promtail decodes these options strictly: no number or boolean for a string.
 use super::weak::{SBool as WBool, SString as WString};
@@ -71,26 +74,34 @@ impl JsonStage {
         if let Some(fields) = &self.fields
             && self.source.is_none()
             && let Ok(values) = pick_fields(&entry.line, fields)
+            // An object keeps the line's key order, which only the general path writes.
+            && !values.iter().any(|v| matches!(v, Picked::Object))
         {
             for ((name, _), value) in self.expressions.iter().zip(values) {
                 match value {
                     Picked::Text(s) => entry.extracted.set_text(name, &s),
                     Picked::Other(v) => set_value(&mut entry.extracted, name, v),
+                    Picked::Object => {}
                 }
             }
             return Ok(());
         }
-        let parsed = match &self.source {
-            None => parse_object(&entry.line),
+        let owned;
+        let text = match &self.source {
+            None => entry.line.as_str(),
             Some(source) => match super::source_string(&entry.extracted, source) {
-                Ok(s) => parse_object(&s),
+                Ok(s) => {
+                    // Owned: the ordered rewrite reads it after `extracted` has changed.
+                    owned = s.into_owned();
+                    &owned
+                }
                 Err(why) => {
                     tracing::debug!(source = source.as_str(), "json stage: {why}");
                     return Err(JsonFailure::Skipped);
                 }
             },
         };
-        let data = match parsed {
+        let data = match parse_object(text) {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!(error = %e, "failed to unmarshal log line");
@@ -111,6 +122,9 @@ impl JsonStage {
                 Variable::Bool(b) => Value::Bool(*b),
                 Variable::Number(n) => Value::Number(n.clone()),
                 Variable::String(s) => Value::String(s.clone()),
+                Variable::Object(_) if let Some(s) = order::ordered_object(text, expr.as_ast()) => {
+                    Value::String(s)
+                }
                 Variable::Array(_) | Variable::Object(_) => {
                     let mut s = String::new();
                     go_json_variable(&result, &mut s);
@@ -223,6 +237,8 @@ fn pick_fields<'l>(line: &'l str, keys: &[String]) -> Result<Vec<Picked<'l>>, se
 enum Picked<'l> {
     Text(std::borrow::Cow<'l, str>),
     Other(Value),
+    /// An object, not read: written from the line's text by the general path.
+    Object,
 }
 
 impl<'de> Deserialize<'de> for Picked<'de> {
@@ -263,7 +279,8 @@ impl<'de> Deserialize<'de> for Picked<'de> {
                 Value::deserialize(SeqAccessDeserializer::new(seq)).map(Picked::Other)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Picked<'de>, A::Error> {
-                Value::deserialize(MapAccessDeserializer::new(map)).map(Picked::Other)
+                serde::de::IgnoredAny::deserialize(MapAccessDeserializer::new(map))
+                    .map(|_| Picked::Object)
             }
         }
         d.deserialize_any(V)
@@ -435,7 +452,7 @@ mod tests {
         assert_eq!(out.extracted["arr"], json!(r#"[1,"a\u003cb",2.5]"#));
         assert_eq!(
             out.extracted["obj"],
-            json!(r#"{"a":{"q":null},"inner":{"x":"y"},"z":1}"#)
+            json!(r#"{"z":1,"a":{"q":null},"inner":{"x":"y"}}"#)
         );
         assert_eq!(out.extracted["nested"], json!("y"));
         assert_eq!(out.extracted["first"], json!(1));

@@ -17,79 +17,34 @@
 //! `labels` → `timestamp`, with its shipping and parsing floors, on all cores and on one.
 //! `cargo bench --bench e2e -- stages` runs only that one, `-- shipping` only the first.
 
-use logferry::acknowledge::Acknowledger;
 use logferry::config::{Compression, Encoding};
-use logferry::entry::{Chunk, Line, Timestamp};
-use logferry::labels::LabelSet;
-use logferry::positions::AckedOffset;
-use logferry::positions::{FileId, Fingerprint, Table};
 use logferry::ship::loki::batch::Batch;
 use logferry::ship::loki::encode::Encoder;
-use logferry::tail::lines::{LineLimit, Splitter};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/chunks.rs"]
+mod chunks;
 #[path = "common/loki_run.rs"]
 mod loki_run;
 #[path = "common/stages_workload.rs"]
 mod stages_workload;
 #[path = "common/workload.rs"]
 mod workload;
+use chunks::{Read1, read_chunks};
 use loki_run::{Shipment, ship};
 use workload::{file_count, make_files, size_mb, thread_cpu};
 
 /// The floor: read, split and encode+compress the files as logferry's output would, with no
 /// sink. Returns CPU time.
 fn floor(paths: &[PathBuf], encoding: Encoding, compression: Compression) -> Duration {
-    let acks = Acknowledger::new(Table::default());
     let mut encoder = Encoder::new(encoding, compression, BTreeMap::new());
+    let mut batch = Batch::default();
     let start = thread_cpu();
     let mut sink = 0usize;
-    for (i, path) in paths.iter().enumerate() {
-        let labels = Arc::new(LabelSet::new([
-            ("job", "bench"),
-            ("filename", &*path.to_string_lossy()),
-        ]));
-        let source = acks.open(
-            path,
-            FileId {
-                device: 0,
-                inode: i as u64,
-            },
-            Fingerprint::of(b""),
-            AckedOffset::START,
-        );
-        let mut file = std::fs::File::open(path).expect("open bench file");
-        let mut splitter = Splitter::new(LineLimit::from_config(0, false));
-        let mut batch = Batch::default();
-        let mut offset = 0u64;
-        loop {
-            let mut buf = splitter.take_buffer(256 * 1024);
-            let base = buf.len();
-            buf.resize(base + 256 * 1024, 0);
-            let n = file.read(&mut buf[base..]).expect("read bench file");
-            buf.truncate(base + n);
-            offset += n as u64;
-            let split = splitter.split(buf, offset);
-            if n == 0 {
-                break;
-            }
-            let ts = Timestamp::now();
-            let lines = split
-                .spans
-                .iter()
-                .map(|s| Line {
-                    start: s.start,
-                    end: s.end,
-                    timestamp: ts,
-                    offset: s.offset,
-                })
-                .collect();
-            let ticket = acks.dispatch(source, offset, offset, 1);
-            let chunk = Arc::new(Chunk::new(ticket, labels.clone(), split.text, lines));
+    read_chunks(paths, |read| match read {
+        Read1::Chunk(chunk) => {
             let mut from = 0;
             while let Some(rest) = batch.add(&chunk, from, 1 << 20, Instant::now()) {
                 sink += encoder.encode(&batch.take()).bytes.len();
@@ -99,10 +54,12 @@ fn floor(paths: &[PathBuf], encoding: Encoding, compression: Compression) -> Dur
                 sink += encoder.encode(&batch.take()).bytes.len();
             }
         }
-        if !batch.is_empty() {
-            sink += encoder.encode(&batch.take()).bytes.len();
+        Read1::FileEnd => {
+            if !batch.is_empty() {
+                sink += encoder.encode(&batch.take()).bytes.len();
+            }
         }
-    }
+    });
     std::hint::black_box(sink);
     thread_cpu() - start
 }

@@ -10,29 +10,24 @@
 //! /proc), its peak RSS, the floor's CPU seconds per GB, and their ratio.
 
 use elastic_receiver::Receiver;
-use logferry::acknowledge::Acknowledger;
 use logferry::config::ElasticsearchConfig;
-use logferry::entry::{Chunk, Line, Timestamp};
-use logferry::labels::LabelSet;
-use logferry::positions::AckedOffset;
-use logferry::positions::{FileId, Fingerprint, Table};
 use logferry::ship::elastic::batch::Batch;
 use logferry::ship::elastic::document::Renderer;
-use logferry::tail::lines::{LineLimit, Splitter};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/chunks.rs"]
+mod chunks;
 #[path = "common/workload.rs"]
 mod workload;
+use chunks::{Read1, read_chunks};
 use workload::{file_count, make_files, proc_usage, size_mb, thread_cpu};
 
 /// The floor: read, split, render and gzip the files as the Elasticsearch output would,
 /// with no sink. Returns CPU time.
 fn floor(paths: &[PathBuf]) -> Duration {
-    let acks = Acknowledger::new(Table::default());
     let config: ElasticsearchConfig =
         serde_yaml_ng::from_str("url: http://127.0.0.1:9200").expect("a bench output config");
     let limit = config.batch_size.0 as usize;
@@ -45,50 +40,11 @@ fn floor(paths: &[PathBuf]) -> Duration {
         let _ = gz.write_all(&batch.body);
         gz.finish().map(|v| v.len()).unwrap_or(0)
     };
+    let mut batch = Batch::default();
     let start = thread_cpu();
     let mut sink = 0usize;
-    for (i, path) in paths.iter().enumerate() {
-        let labels = Arc::new(LabelSet::new([
-            ("job", "bench"),
-            ("filename", &*path.to_string_lossy()),
-        ]));
-        let source = acks.open(
-            path,
-            FileId {
-                device: 0,
-                inode: i as u64,
-            },
-            Fingerprint::of(b""),
-            AckedOffset::START,
-        );
-        let mut file = std::fs::File::open(path).expect("open bench file");
-        let mut splitter = Splitter::new(LineLimit::from_config(0, false));
-        let mut batch = Batch::default();
-        let mut offset = 0u64;
-        loop {
-            let mut buf = splitter.take_buffer(256 * 1024);
-            let base = buf.len();
-            buf.resize(base + 256 * 1024, 0);
-            let n = file.read(&mut buf[base..]).expect("read bench file");
-            buf.truncate(base + n);
-            offset += n as u64;
-            let split = splitter.split(buf, offset);
-            if n == 0 {
-                break;
-            }
-            let ts = Timestamp::now();
-            let lines = split
-                .spans
-                .iter()
-                .map(|s| Line {
-                    start: s.start,
-                    end: s.end,
-                    timestamp: ts,
-                    offset: s.offset,
-                })
-                .collect();
-            let ticket = acks.dispatch(source, offset, offset, 1);
-            let chunk = Arc::new(Chunk::new(ticket, labels.clone(), split.text, lines));
+    read_chunks(paths, |read| match read {
+        Read1::Chunk(chunk) => {
             let mut from = 0;
             while let Some(rest) = batch.add(&mut renderer, &chunk, from, limit, Instant::now()) {
                 sink += gzip(&batch.take());
@@ -98,10 +54,12 @@ fn floor(paths: &[PathBuf]) -> Duration {
                 sink += gzip(&batch.take());
             }
         }
-        if !batch.is_empty() {
-            sink += gzip(&batch.take());
+        Read1::FileEnd => {
+            if !batch.is_empty() {
+                sink += gzip(&batch.take());
+            }
         }
-    }
+    });
     std::hint::black_box(sink);
     thread_cpu() - start
 }

@@ -179,6 +179,18 @@ fn as_json_fields(fields: &Fields) -> BTreeMap<String, String> {
 }
 
 /// A config with one journal job `sys` reading `dir/journal`, shipping to `loki`.
+/// Starts logferry with the default journal job on `dir` and waits until Loki has `entries`.
+fn start_default_job(dir: &Path, loki: &Receiver, entries: usize) -> (PathBuf, Agent) {
+    let cfg = config(dir, loki, "", "");
+    let agent = Agent::start(&cfg);
+    assert!(
+        loki.wait_for_entries(entries, SOON),
+        "{}",
+        agent.tail_of_stderr()
+    );
+    (cfg, agent)
+}
+
 fn config(dir: &Path, loki: &Receiver, journal: &str, more: &str) -> PathBuf {
     let yaml = format!(
         "server:\n  http_listen_port: 0\npositions:\n  filename: '{}'\n  sync_period: 200ms\nclients:\n- url: {}\n  batchwait: 100ms\nscrape_configs:\n- job_name: sys\n  journal:\n    path: '{}'\n    labels: {{job: systemd}}\n{journal}{more}",
@@ -395,13 +407,7 @@ fn follows_appends_and_a_second_file_in_time_order() {
         &numbered("a", "x.service", 0, 100, now_us() - 5_000_000),
     );
     let loki = Receiver::start();
-    let cfg = config(dir.path(), &loki, "", "");
-    let mut agent = Agent::start(&cfg);
-    assert!(
-        loki.wait_for_entries(100, SOON),
-        "{}",
-        agent.tail_of_stderr()
-    );
+    let (_, mut agent) = start_default_job(dir.path(), &loki, 100);
     for round in 1..4 {
         write_journal(
             &first,
@@ -537,13 +543,7 @@ fn a_promtail_positions_file_resumes_from_its_journal_cursor() {
     )
     .unwrap();
     let loki = Receiver::start();
-    let cfg = config(dir.path(), &loki, "", "");
-    let mut agent = Agent::start(&cfg);
-    assert!(
-        loki.wait_for_entries(50, SOON),
-        "{}",
-        agent.tail_of_stderr()
-    );
+    let (_, mut agent) = start_default_job(dir.path(), &loki, 50);
     write_journal(
         &journal.join("system.journal"),
         &numbered("q", "x.service", 0, 1, now_us()),
@@ -577,13 +577,7 @@ fn a_corrupt_journal_file_is_reported_and_the_others_are_read() {
     }
     std::fs::write(&other, &bytes).unwrap();
     let loki = Receiver::start();
-    let cfg = config(dir.path(), &loki, "", "");
-    let mut agent = Agent::start(&cfg);
-    assert!(
-        loki.wait_for_entries(100, SOON),
-        "{}",
-        agent.tail_of_stderr()
-    );
+    let (_, mut agent) = start_default_job(dir.path(), &loki, 100);
     agent.wait_for_stderr("cut.journal", SOON);
     // Reading goes on: new entries of the good file arrive.
     write_journal(
@@ -620,13 +614,7 @@ fn a_reload_keeps_an_unchanged_job_and_restarts_a_changed_one_from_its_cursor() 
         &numbered("r", "x.service", 0, 100, now_us() - 60_000_000),
     );
     let loki = Receiver::start();
-    let cfg = config(dir.path(), &loki, "", "");
-    let mut agent = Agent::start(&cfg);
-    assert!(
-        loki.wait_for_entries(100, SOON),
-        "{}",
-        agent.tail_of_stderr()
-    );
+    let (cfg, mut agent) = start_default_job(dir.path(), &loki, 100);
     let reloads = |agent: &Agent| agent.stderr().matches("config reloaded").count();
 
     // The same config again: the job goes on as it was.

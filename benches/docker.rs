@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/workload.rs"]
 mod workload;
-use workload::proc_usage;
+use workload::{amount, proc_usage};
 
 const CONTAINERS: usize = 4;
 
@@ -49,15 +49,7 @@ impl Drop for Daemon {
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let lines: usize = if full {
-        std::env::var("LOGFERRY_BENCH_LINES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(250_000)
-    } else {
-        2_000
-    };
+    let lines = amount("LOGFERRY_BENCH_LINES", 250_000, 2_000) as usize;
     let dir = tempfile::Builder::new()
         .prefix("lfb")
         .tempdir_in("/tmp")

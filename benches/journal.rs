@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[path = "common/workload.rs"]
 mod workload;
-use workload::{Rss, logferry_bin, proc_usage};
+use workload::{Rss, amount, logferry_bin, proc_usage};
 
 const UNITS: &[&str] = &[
     "nginx.service",
@@ -98,15 +98,7 @@ fn floor(dir: &Path) -> (Duration, Duration) {
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let count: u64 = if full {
-        std::env::var("LOGFERRY_BENCH_ENTRIES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1_000_000)
-    } else {
-        5_000
-    };
+    let count = amount("LOGFERRY_BENCH_ENTRIES", 1_000_000, 5_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let journal = dir.path().join("journal");
     std::fs::create_dir(&journal).expect("journal dir");

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/workload.rs"]
 mod workload;
-use workload::{Rss, logferry_bin, proc_usage};
+use workload::{Rss, amount, logferry_bin, proc_usage};
 
 const HOSTS: &[&str] = &["fw-edge-01", "nas-02", "router-core", "relay-03"];
 const APPS: &[&str] = &["sshd", "kernel", "dhcpd", "nginx", "cron"];
@@ -51,21 +51,9 @@ fn payload(id: usize, count: usize) -> Vec<u8> {
     out
 }
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let senders = env_or("LOGFERRY_BENCH_SENDERS", 4).max(1);
-    let total = if full {
-        env_or("LOGFERRY_BENCH_MESSAGES", 1_000_000)
-    } else {
-        20_000
-    };
+    let senders = (amount("LOGFERRY_BENCH_SENDERS", 4, 4) as usize).max(1);
+    let total = amount("LOGFERRY_BENCH_MESSAGES", 1_000_000, 20_000) as usize;
     let each = total / senders;
     let total = each * senders;
     let dir = tempfile::tempdir().expect("temp dir");

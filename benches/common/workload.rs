@@ -13,16 +13,21 @@ use std::time::Duration;
 /// containers) is the other shape the agent must handle at the same cost per byte.
 pub const FILES: usize = 8;
 
-/// MiB to write: `LOGFERRY_BENCH_MB` or `default` under `cargo bench`; 4 under `cargo test`,
-/// which only checks that the benchmark works.
-pub fn size_mb(default: u64) -> u64 {
+/// How much work a benchmark does: the variable `name`, or `full` under `cargo bench`; `test`
+/// under `cargo test`, which only checks that the benchmark works.
+pub fn amount(name: &str, full: u64, test: u64) -> u64 {
     if !std::env::args().any(|a| a == "--bench") {
-        return 4;
+        return test;
     }
-    std::env::var("LOGFERRY_BENCH_MB")
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .unwrap_or(full)
+}
+
+/// MiB to write: `LOGFERRY_BENCH_MB` or `default` (4 under `cargo test`).
+pub fn size_mb(default: u64) -> u64 {
+    amount("LOGFERRY_BENCH_MB", default, 4)
 }
 
 /// The number of files from `LOGFERRY_BENCH_FILES`, or [`FILES`].

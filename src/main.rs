@@ -1,6 +1,7 @@
 //! The `logferry` command.
 
 mod cli;
+mod heap;
 
 use clap::Parser;
 use cli::Cli;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 const EXIT_POSITIONS_CORRUPT: u8 = 78;
 
 fn main() -> ExitCode {
+    heap::tune();
     let cli = Cli::parse_from(cli::normalize_args(std::env::args_os()));
     if cli.version {
         println!("logferry, version {}", env!("CARGO_PKG_VERSION"));

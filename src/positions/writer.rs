@@ -4,7 +4,11 @@
 //! should follow the acknowledgements closely; but each write is two fsyncs, so writes are
 //! coalesced: the first change after a quiet spell is written at once (a few milliseconds later,
 //! so that the rest of its burst comes along), further changes at most
-//! once per interval, and nothing is written while nothing changes. A failed write (a full
+//! once per interval, and nothing is written while nothing changes. Every write renders every
+//! file's entry, so a table of thousands of files is paced by its size as well: a write of
+//! `n` bytes waits at least `n` / [`WRITE_RATE`] before the next, which bounds what keeping the
+//! file fresh costs (about a megabyte per second) whatever the number of files, and leaves the
+//! interval of ordinary tables (a few hundred files, tens of kilobytes) as it is. A failed write (a full
 //! disk) leaves the previous file whole; it is logged, counted and tried again with a growing
 //! delay, each try writing the newest positions.
 //!
@@ -22,6 +26,9 @@ use std::time::{Duration, Instant};
 
 /// The longest a change waits for the write that carries it, while writes succeed.
 pub const WRITE_INTERVAL: Duration = Duration::from_millis(200);
+/// Bytes of positions file written per second at most, while changes keep coming: 10,000 files
+/// (about a megabyte) are written once a second rather than five times.
+pub const WRITE_RATE: u64 = 1 << 20;
 /// How long a write waits after the change that woke it: an answer from Loki settles many
 /// chunks, one at a time, and the write should carry all of them rather than the first few.
 const GATHER: Duration = Duration::from_millis(10);
@@ -150,7 +157,7 @@ impl Job {
                     break 'changes;
                 }
             }
-            next = Instant::now() + self.write_once().unwrap_or(self.interval);
+            next = Instant::now() + self.write_once();
         }
         self.final_write();
     }
@@ -159,9 +166,17 @@ impl Job {
         self.stop.load(Ordering::Acquire)
     }
 
-    /// Writes the changes, if any. On failure, returns how long to wait before trying again.
-    fn write_once(&mut self) -> Option<Duration> {
-        let text = self.changes.take()?;
+    /// Writes the changes, if any, and returns how long to wait before the next write: the
+    /// interval (longer for a big file), or the retry delay after a failure.
+    fn write_once(&mut self) -> Duration {
+        self.try_write().unwrap_or_else(|retry| retry)
+    }
+
+    /// Writes the changes, if any. `Err` is the delay before trying again after a failure.
+    fn try_write(&mut self) -> Result<Duration, Duration> {
+        let Some(text) = self.changes.take() else {
+            return Ok(self.interval);
+        };
         match save(&self.path, &text) {
             Ok(()) => {
                 self.counters.writes.inc();
@@ -170,7 +185,7 @@ impl Job {
                         "positions file written again");
                 }
                 self.failures = 0;
-                None
+                Ok(paced_interval(self.interval, text.len()))
             }
             Err(e) => {
                 self.counters.errors.inc();
@@ -181,14 +196,14 @@ impl Job {
                 self.failures += 1;
                 tracing::warn!(path = %self.path.display(), error = %e, ?retry,
                     "cannot write the positions file; the previous one is kept, trying again");
-                Some(retry)
+                Err(retry)
             }
         }
     }
 
     fn final_write(&mut self) {
         for _ in 0..FINAL_TRIES {
-            if self.write_once().is_none() {
+            if self.try_write().is_ok() {
                 return;
             }
             std::thread::sleep(FINAL_PAUSE);
@@ -196,6 +211,13 @@ impl Job {
         tracing::error!(path = %self.path.display(),
             "positions not written at shutdown; lines since the last write will be read again");
     }
+}
+
+/// The wait after writing `bytes`: the configured interval, or longer for a file so big that
+/// writing it that often would exceed [`WRITE_RATE`].
+fn paced_interval(interval: Duration, bytes: usize) -> Duration {
+    let pace = Duration::from_secs_f64(bytes as f64 / WRITE_RATE as f64);
+    interval.max(pace)
 }
 
 #[cfg(test)]
@@ -307,6 +329,20 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "version 2\n");
         writer.finish();
         assert_eq!(counters.errors.get(), 1);
+    }
+
+    #[test]
+    fn big_tables_are_written_less_often() {
+        // A few hundred files: the interval as configured.
+        let small = 300 * 120;
+        assert_eq!(paced_interval(WRITE_INTERVAL, small), WRITE_INTERVAL);
+        // Ten thousand files: about once a second.
+        let big = 10_000 * 110;
+        let wait = paced_interval(WRITE_INTERVAL, big);
+        assert!(
+            wait > Duration::from_millis(900) && wait < Duration::from_millis(1200),
+            "{wait:?}"
+        );
     }
 
     #[test]

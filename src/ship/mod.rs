@@ -151,8 +151,9 @@ pub fn plan(config: &Config, print: bool, color: bool) -> Vec<OutputSpec> {
 }
 
 /// Chunks each output may hold queued (each at most one read, 256 KiB): with the batch being
-/// built and the request in flight, this bounds an output's memory.
-pub const OUTPUT_QUEUE: usize = 8;
+/// built and the request in flight, this bounds an output's memory. Four are a batch's worth
+/// (1 MiB), ready while the previous batch is in flight.
+pub const OUTPUT_QUEUE: usize = 4;
 
 /// An output as the fan-out sees it: its queue.
 #[derive(Debug, Clone)]

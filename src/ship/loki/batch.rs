@@ -120,6 +120,37 @@ impl Batch {
     pub fn take(&mut self) -> Batch {
         std::mem::take(self)
     }
+
+    /// What is left to know of the batch once its lines are encoded: the chunks themselves
+    /// can go (up to `batchsize` of them) while the request is in flight and retried.
+    pub fn settlement(self) -> Settlement {
+        Settlement {
+            tickets: self.tickets().collect(),
+            tenant: self.tenant,
+            bytes: self.bytes,
+            entries: self.entries,
+        }
+    }
+}
+
+/// An encoded batch's bookkeeping: the chunks it settles, its tenant and its size.
+#[derive(Debug)]
+pub struct Settlement {
+    pub tickets: Vec<Ticket>,
+    pub tenant: Option<Arc<str>>,
+    bytes: usize,
+    entries: usize,
+}
+
+impl Settlement {
+    /// Bytes of line text.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,10 @@ pub struct Encoder {
     external_labels: BTreeMap<String, String>,
     /// Stream labels merged with the external labels, by the stream's own rendered labels.
     merged: HashMap<String, Arc<LabelSet>>,
+    /// The encoded batch, and its snappy-compressed form: both kept for the next batch, so
+    /// that a batch costs no fresh megabyte-sized buffers (each would be new pages to fault in).
     raw: Vec<u8>,
+    compressed: Vec<u8>,
 }
 
 /// Merged label sets remembered at most (streams of files long gone are forgotten beyond it).
@@ -46,6 +49,7 @@ impl Encoder {
             external_labels,
             merged: HashMap::new(),
             raw: Vec::new(),
+            compressed: Vec::new(),
         }
     }
 
@@ -97,15 +101,21 @@ impl Encoder {
         let body = match self.encoding {
             Encoding::Protobuf => {
                 write_protobuf(batch, &streams, &mut raw);
-                let mut out = vec![0u8; snap::raw::max_compress_len(raw.len())];
+                let out = &mut self.compressed;
+                out.resize(snap::raw::max_compress_len(raw.len()), 0);
                 let n = snap::raw::Encoder::new()
-                    .compress(&raw, &mut out)
+                    .compress(&raw, out)
                     .unwrap_or_else(|e| {
                         unreachable!("snappy output is sized by max_compress_len: {e}")
                     });
-                out.truncate(n);
+                // The body is copied out at its size (logs compress to a third or less), so
+                // a request in flight and retried holds no more than it sends.
+                let bytes = bytes::Bytes::copy_from_slice(&out[..n]);
+                if out.capacity() > 8 << 20 {
+                    *out = Vec::new();
+                }
                 Body {
-                    bytes: out.into(),
+                    bytes,
                     content_type: "application/x-protobuf",
                     content_encoding: None,
                 }
@@ -121,6 +131,10 @@ impl Encoder {
                         let out = gz
                             .write_all(&raw)
                             .and_then(|()| gz.finish())
+                            .map(|mut out| {
+                                out.shrink_to_fit();
+                                out
+                            })
                             .unwrap_or_default();
                         Body {
                             bytes: out.into(),

@@ -15,7 +15,7 @@ use crate::config::{ClientConfig, Compression, Encoding};
 use crate::entry::Chunk;
 use crate::metrics::{HostLabel, HostReason, HostStatus, Metrics};
 use crate::status::{ClientStatus, StatusBoard, unix_seconds};
-use batch::Batch;
+use batch::{Batch, Settlement};
 use encode::{Body, Encoder};
 use reqwest::header::{
     CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
@@ -180,6 +180,7 @@ impl LokiClient {
             return true;
         }
         let body = self.encoder.encode(&batch);
+        let batch = batch.settlement();
         let host = HostLabel {
             host: self.host.clone(),
         };
@@ -313,13 +314,13 @@ impl LokiClient {
         }
     }
 
-    fn settle(&self, batch: &Batch) {
-        for ticket in batch.tickets() {
+    fn settle(&self, batch: &Settlement) {
+        for &ticket in &batch.tickets {
             self.acks.settle(ticket);
         }
     }
 
-    fn drop_batch(&self, batch: &Batch, reason: &str) {
+    fn drop_batch(&self, batch: &Settlement, reason: &str) {
         self.report(|c| {
             c.dropped_entries += batch.entries() as u64;
             c.retrying = false;

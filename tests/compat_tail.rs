@@ -145,17 +145,20 @@ fn now_ns() -> i64 {
 fn step(line: &str, logdir: &Path, case: &Path, loki: &Receiver) -> Result<(), String> {
     let words: Vec<&str> = line.splitn(4, ' ').collect();
     match words.as_slice() {
-        ["wait", n] => {
-            let n: usize = n.parse().unwrap();
-            if !wait_until(SOON, || loki.entry_count() >= n) {
+        ["wait", ..] => {
+            let text = &line["wait ".len()..];
+            if !wait_until(SOON, || loki.lines().iter().any(|l| l == text)) {
                 return Err(format!(
-                    "step `{line}`: only {} entries pushed",
+                    "step `{line}`: not pushed ({} entries in all)",
                     loki.entry_count()
                 ));
             }
         }
         ["append", path, source] => {
-            common::append(&logdir.join(path), std::fs::read(case.join(source)).unwrap());
+            common::append(
+                &logdir.join(path),
+                std::fs::read(case.join(source)).unwrap(),
+            );
         }
         ["mv", from, to] => std::fs::rename(logdir.join(from), logdir.join(to)).unwrap(),
         ["repeat", path, n, text] => {

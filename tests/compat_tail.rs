@@ -161,6 +161,12 @@ fn step(line: &str, logdir: &Path, case: &Path, loki: &Receiver) -> Result<(), S
             );
         }
         ["mv", from, to] => std::fs::rename(logdir.join(from), logdir.join(to)).unwrap(),
+        ["cp", from, to] => {
+            std::fs::copy(logdir.join(from), logdir.join(to)).unwrap();
+        }
+        ["truncate", path] => std::fs::File::create(logdir.join(path))
+            .and_then(|f| f.set_len(0))
+            .unwrap(),
         ["repeat", path, n, text] => {
             let mut line = text.repeat(n.parse().unwrap());
             line.push('\n');

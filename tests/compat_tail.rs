@@ -32,18 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Cases not compared, with the reason.
-const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
-    (
-        "limits",
-        "not yet: Promtail applies max_line_size to the line as it leaves the stages (its client \
-         checks it), logferry to the line as read",
-    ),
-    (
-        "limits-after-stages",
-        "not yet: Promtail applies max_line_size to the line as it leaves the stages (its client \
-         checks it), logferry to the line as read",
-    ),
-];
+const KNOWN_DIFFERENCES: &[(&str, &str)] = &[];
 
 const HOSTNAME: &str = "compat-host";
 /// A timestamp this close to the run is the time the line was read.

@@ -231,6 +231,27 @@ mod tests {
     }
 
     #[test]
+    fn dump_lines_are_json_objects() {
+        let entry = ReceivedEntry {
+            tenant: Some("team-a".into()),
+            labels: [("job".to_string(), "app".to_string())].into(),
+            labels_raw: "{job=\"app\"}".into(),
+            timestamp_ns: 1_711_012_501_101_234_567,
+            line: "tab\there \"quoted\" é".into(),
+            structured_metadata: vec![("trace".into(), "abc".into())],
+            request_index: 0,
+            format: loki_receiver::PushFormat::Protobuf,
+        };
+        let v: serde_json::Value = serde_json::from_str(&dump_line(&entry)).unwrap();
+        assert_eq!(v["tenant"], "team-a");
+        assert_eq!(v["labels"]["job"], "app");
+        assert_eq!(v["timestamp_ns"], 1_711_012_501_101_234_567_i64);
+        assert_eq!(v["line"], "tab\there \"quoted\" é");
+        assert_eq!(v["structured_metadata"][0][1], "abc");
+        assert!(!dump_line(&entry).contains('\n'), "one line per entry");
+    }
+
+    #[test]
     fn refuses_non_loopback() {
         assert!(parse(&["--listen", "0.0.0.0:3100"]).is_err());
         assert!(parse(&["--listen", "10.1.2.3:3100"]).is_err());

@@ -40,28 +40,8 @@ use std::sync::{Arc, Mutex};
 /// tailer and the printer), listed in docs/pipeline.md, and differences not resolved yet.
 const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
     (
-        "tenant-value",
-        "printout: Promtail prints the __tenant_id__ label, logferry does not",
-    ),
-    (
-        "tenant-source",
-        "printout: Promtail prints the __tenant_id__ label, logferry does not",
-    ),
-    (
-        "tenant-label",
-        "printout: Promtail prints the __tenant_id__ label, logferry does not",
-    ),
-    (
         "sampling-one",
         "logferry has the `sampling` stage of later Promtail versions; 2.8 refuses it",
-    ),
-    (
-        "json-key-n",
-        "not yet: YAML 1.1 reads a plain `n` key as a boolean",
-    ),
-    (
-        "yaml-json-expr-key-y",
-        "not yet: YAML 1.1 reads a plain `y` key as a boolean",
     ),
     (
         "template-encryptAES-absent",

@@ -7,8 +7,9 @@
 //! string is expected, which Promtail refuses. The YAML library here follows YAML 1.2, so those
 //! words are rewritten to `true`/`false` (and YAML 1.1 numbers such as `017` or `1_000` to decimal) inside `pipeline_stages` before parsing, so that the
 //! stages see what Promtail's see. Hand-written because the parser does not say which scalars
-//! were quoted; the rewrite works line by line on block style and leaves quoted text, flow
-//! collections' quoted parts, comments and block scalars alone, keeping every line and column.
+//! were quoted; the rewrite works line by line on block style and on flow collections written
+//! on one line (`{drop_malformed: yes}`), and leaves quoted text, comments and block scalars
+//! alone, keeping every line.
 
 /// The YAML 1.1 boolean a plain word means, if it is one YAML 1.2 does not know.
 fn yaml11_bool(word: &str) -> Option<&'static str> {
@@ -100,14 +101,85 @@ fn rewrite_line(body: &str) -> String {
         Some((key, sep, value)) => {
             out.push_str(yaml11_bool(key).unwrap_or(key));
             out.push_str(sep);
-            out.push_str(&plain_word(value));
+            out.push_str(&scalar_or_flow(value));
         }
         None => {
-            out.push_str(&plain_word(content));
+            out.push_str(&scalar_or_flow(content));
         }
     }
     out.push_str(comment);
     out
+}
+
+/// A value: a flow collection has its plain scalars rewritten, a plain scalar itself.
+fn scalar_or_flow(value: &str) -> String {
+    if value.starts_with(['{', '[']) {
+        rewrite_flow(value)
+    } else {
+        plain_word(value)
+    }
+}
+
+/// Rewrites the plain scalars (keys and values) of a flow collection written on one line,
+/// `{drop_malformed: yes, labels: [n]}`; quoted scalars are copied as they are. A collection
+/// that goes on to the next lines is rewritten up to the end of this one, the rest left alone.
+fn rewrite_flow(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let len = match c {
+            '"' => quoted_len(rest, '"'),
+            '\'' => quoted_len(rest, '\''),
+            '{' | '}' | '[' | ']' | ',' | ':' | ' ' => 1,
+            _ => {
+                let end = plain_flow_end(rest);
+                out.push_str(&plain_word(&rest[..end]));
+                rest = &rest[end..];
+                continue;
+            }
+        };
+        out.push_str(&rest[..len]);
+        rest = &rest[len..];
+    }
+    out
+}
+
+/// The length of the quoted scalar `text` starts with, quotes included (all of `text` when it
+/// is not closed on this line). In double quotes `\` escapes; in single quotes `''` is a quote.
+fn quoted_len(text: &str, quote: char) -> usize {
+    let mut chars = text.char_indices().skip(1).peekable();
+    while let Some((i, c)) = chars.next() {
+        if quote == '"' && c == '\\' {
+            chars.next();
+        } else if c == quote {
+            if quote == '\'' && chars.peek().is_some_and(|&(_, n)| n == '\'') {
+                chars.next();
+                continue;
+            }
+            return i + 1;
+        }
+    }
+    text.len()
+}
+
+/// Where the plain scalar `text` starts with ends in a flow collection: at `,`, a bracket or
+/// brace, or a `:` followed by a space, an indicator or the end.
+fn plain_flow_end(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b',' | b'[' | b']' | b'{' | b'}' => return i,
+            b':' if matches!(
+                bytes.get(i + 1),
+                None | Some(b' ' | b',' | b'[' | b']' | b'{' | b'}')
+            ) =>
+            {
+                return i;
+            }
+            _ => {}
+        }
+    }
+    text.len()
 }
 
 /// A scalar with its trailing spaces, the word rewritten if it is a YAML 1.1 boolean or a
@@ -158,6 +230,23 @@ fn split_key(content: &str) -> Option<(&str, &str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::booleans_in_stages;
+
+    #[test]
+    fn flow_collections_on_one_line() {
+        let text = "\
+pipeline_stages:
+  - json: {drop_malformed: yes, expressions: {n: num, 'y': \"on\", q: 'it''s no'}}
+  - {static_labels: {v: Y, o: 017, u: http://a:b/c, w: [n, off , 'no']}}  # no
+  - labels: {lvl: }
+";
+        let want = "\
+pipeline_stages:
+  - json: {drop_malformed: true, expressions: {false: num, 'y': \"on\", q: 'it''s no'}}
+  - {static_labels: {v: true, o: 15, u: http://a:b/c, w: [false, false , 'no']}}  # no
+  - labels: {lvl: }
+";
+        assert_eq!(booleans_in_stages(text), want);
+    }
 
     #[test]
     fn booleans_become_yaml_1_2_inside_stages_only() {

@@ -137,7 +137,12 @@ impl Targets {
                         .collect()
                 };
                 // Only `labels:` become labels; Promtail does not add `job` from `job_name`.
-                let all_labels = labels.clone();
+                // Relabeling also sees `__address__`, the target (the first: a file is read
+                // once, see `find`).
+                let mut all_labels = labels.clone();
+                if let Some(address) = sc.targets.first() {
+                    all_labels.insert("__address__".to_string(), address.clone());
+                }
                 let mut all = labels.clone();
                 all.retain(|name, _| !name.starts_with("__"));
                 targets.push(Target {

@@ -8,7 +8,7 @@
 use super::{Input, InputContext, InputError, RunningInput};
 use crate::config::{Config, ConfigError};
 use crate::discover::Targets;
-use crate::pipeline::CustomMetrics;
+use crate::pipeline::{CustomMetrics, LineSizeLimit};
 use crate::tail::inbox::Inbox;
 use crate::tail::lines::LineLimit;
 use crate::tail::{TailOptions, TailPlan, Tailer};
@@ -29,6 +29,12 @@ impl FilesInput {
         custom: &CustomMetrics,
     ) -> Result<FilesInput, ConfigError> {
         let targets = Targets::from_config(config);
+        // With stages, max_line_size applies to what leaves them (see `LineSizeLimit`).
+        let limits = &config.limits_config;
+        let after_stages = (limits.max_line_size.0 > 0).then(|| LineSizeLimit {
+            max: usize::try_from(limits.max_line_size.0).unwrap_or(usize::MAX),
+            truncate: limits.max_line_size_truncate,
+        });
         let mut pipelines = Vec::with_capacity(targets.len());
         for target in (0..targets.len()).filter_map(|i| targets.get(i)) {
             let job = config
@@ -36,7 +42,10 @@ impl FilesInput {
                 .iter()
                 .position(|job| job.job_name == target.job);
             pipelines.push(match job {
-                Some(index) => super::build_stages(config, index, origin, custom)?,
+                Some(index) => super::build_stages(config, index, origin, custom)?.map(|mut p| {
+                    p.set_line_limit(after_stages);
+                    p
+                }),
                 None => None,
             });
         }

@@ -291,6 +291,19 @@ pub struct Pipeline {
     /// Drops that happened while flushing (the flush methods have no `dropped` parameter);
     /// handed out by [`Pipeline::take_dropped`] and at the next [`Pipeline::process`].
     flush_drops: Vec<(u64, String)>,
+    /// The longest line that may leave the stages; whoever turns what comes out into chunks
+    /// applies it.
+    line_limit: Option<LineSizeLimit>,
+}
+
+/// `limits_config.max_line_size` as Promtail applies it: to the line as it leaves the stages
+/// (its client checks what it sends), not to the line as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineSizeLimit {
+    /// Longest line, in bytes.
+    pub max: usize,
+    /// Cut a longer line to `max` bytes (at a character boundary) instead of dropping it.
+    pub truncate: bool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -318,13 +331,26 @@ impl Pipeline {
             metrics: metrics.clone(),
             job_name: job_name.to_string(),
             flush_drops: Vec::new(),
+            line_limit: None,
         })
+    }
+
+    /// Sets the limit on the lines that leave the stages (see [`LineSizeLimit`]).
+    pub fn set_line_limit(&mut self, limit: Option<LineSizeLimit>) {
+        self.line_limit = limit;
+    }
+
+    /// The limit on the lines that leave the stages.
+    pub fn line_limit(&self) -> Option<LineSizeLimit> {
+        self.line_limit
     }
 
     /// A pipeline of the same stages with none of this one's state (held lines, last
     /// timestamps); metrics stages count into the same metrics.
     pub fn twin(&self) -> Result<Pipeline, PipelineError> {
-        Pipeline::new(&self.yaml, &self.metrics, &self.job_name)
+        let mut twin = Pipeline::new(&self.yaml, &self.metrics, &self.job_name)?;
+        twin.line_limit = self.line_limit;
+        Ok(twin)
     }
 
     /// Whether the files of a target may each run through a twin of this pipeline instead of

@@ -3,9 +3,16 @@
 //! Each entry is one line, `<timestamp>\t<labels>\t<line>`, in the format of Promtail's dry-run
 //! (timestamp in Go's `2006-01-02T15:04:05.999999999-0700` layout, local time), so outputs of
 //! the two can be compared line by line. Chunks are settled once written and flushed.
+//!
+//! Like Promtail's, the printed labels include `__tenant_id__` when a `tenant` stage chose a
+//! tenant: Promtail's client takes that label out only when it sends a batch, so its dry-run
+//! shows it.
 
 use crate::acknowledge::Acknowledger;
 use crate::entry::Chunk;
+use crate::labels::go_quote_into;
+use crate::pipeline::TENANT_LABEL;
+use std::borrow::Cow;
 use std::io::Write;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -15,9 +22,36 @@ const DIM: &str = "\x1b[2m";
 const CYAN: &str = "\x1b[36m";
 const RESET: &str = "\x1b[0m";
 
+/// The chunk's labels as printed: its label set, plus the tenant a stage chose.
+fn printed_labels(chunk: &Chunk) -> Cow<'_, str> {
+    let Some(tenant) = &chunk.tenant else {
+        return Cow::Borrowed(chunk.labels.rendered());
+    };
+    let mut out = String::with_capacity(chunk.labels.rendered().len() + tenant.len() + 20);
+    let mut tenant_pending = true;
+    let push = |out: &mut String, name: &str, value: &str| {
+        out.push_str(if out.is_empty() { "{" } else { ", " });
+        out.push_str(name);
+        out.push('=');
+        go_quote_into(value, out);
+    };
+    for (name, value) in chunk.labels.pairs() {
+        if tenant_pending && name.as_str() > TENANT_LABEL {
+            push(&mut out, TENANT_LABEL, tenant);
+            tenant_pending = false;
+        }
+        push(&mut out, name, value);
+    }
+    if tenant_pending {
+        push(&mut out, TENANT_LABEL, tenant);
+    }
+    out.push('}');
+    Cow::Owned(out)
+}
+
 /// Writes one chunk's entries to `out`.
 pub fn write_chunk(out: &mut impl Write, chunk: &Chunk, color: bool) -> std::io::Result<()> {
-    let labels = chunk.labels.rendered();
+    let labels = printed_labels(chunk);
     for (line, text) in chunk.iter() {
         let ts = line.timestamp.to_go_layout();
         if color {

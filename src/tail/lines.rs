@@ -36,6 +36,18 @@ impl LineLimit {
     }
 }
 
+impl LineLimit {
+    /// The limit for reading the files of a target with stages, which apply the configured
+    /// one to what leaves them: only the memory ceiling (or the configured limit when higher),
+    /// truncating.
+    pub fn before_stages(self) -> LineLimit {
+        LineLimit {
+            max: self.max.max(DEFAULT_LINE_CEILING),
+            truncate: true,
+        }
+    }
+}
+
 /// A span of a complete line in the split text, with the file offset just past its newline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {

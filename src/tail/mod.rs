@@ -538,7 +538,12 @@ impl Tailer {
             return;
         };
         let slot = self.next_slot();
-        let splitter = Splitter::new(self.opts.limit);
+        let limit = if self.dispatch.has_stages(target) {
+            self.opts.limit.before_stages()
+        } else {
+            self.opts.limit
+        };
+        let splitter = Splitter::new(limit);
         let ids = &self.ids;
         let opened = TailedFile::open(
             path.clone(),

@@ -13,7 +13,7 @@ use super::lines::Split;
 use crate::acknowledge::{Acknowledger, SourceKey};
 use crate::entry::{Chunk, Line, Timestamp};
 use crate::labels::LabelSet;
-use crate::metrics::{HostReason, Metrics};
+use crate::metrics::{HostReason, Metrics, ReasonLabel};
 use crate::pipeline::{Entry, Labels, Pipeline, TENANT_LABEL};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -309,7 +309,29 @@ impl TargetPipeline {
         // Group what came out by file, labels and tenant, keeping its order.
         let mut groups = std::mem::take(&mut self.spare_groups);
         let mut used = 0;
+        let line_limit = self.pipeline.line_limit();
         for mut entry in self.emitted.drain(..) {
+            if let Some(limit) = line_limit
+                && entry.line.len() > limit.max
+            {
+                // `max_line_size` is about the line sent, as in Promtail: a long line the
+                // stages shortened passes whole.
+                if !limit.truncate {
+                    metrics
+                        .lines_dropped
+                        .get_or_create(&ReasonLabel {
+                            reason: "line_too_long".into(),
+                        })
+                        .inc();
+                    continue;
+                }
+                let mut end = limit.max;
+                while !entry.line.is_char_boundary(end) {
+                    end -= 1;
+                }
+                entry.line.truncate(end);
+                metrics.lines_truncated.inc();
+            }
             let slot = slot_of(entry.origin);
             let tenant = entry.labels.remove(TENANT_LABEL);
             entry
@@ -504,6 +526,47 @@ mod tests {
         acks.arm(out[0].ticket, 1);
         acks.settle(out[0].ticket);
         assert_eq!(acks.with_table(|t| t.offset(id)), Some(text.len() as u64));
+    }
+
+    #[test]
+    fn max_line_size_applies_to_what_leaves_the_stages() {
+        let acks = Acknowledger::new(Table::default());
+        let metrics = Metrics::new();
+        let stages = "- regex:\n    expression: '^(?P<msg>\\S+)'\n- output:\n    source: msg\n";
+        for (truncate, want) in [(true, vec!["short", "ééé"]), (false, vec!["short"])] {
+            let (id, source) = file(&acks, if truncate { 5 } else { 6 });
+            let mut tp = pipeline(stages);
+            tp.pipeline
+                .set_line_limit(Some(crate::pipeline::LineSizeLimit { max: 7, truncate }));
+            tp.open(0, source, &LabelSet::new([("job", "j")]), 0);
+            // The first line is long as read but short once through the stages; the second
+            // stays long, and é is two bytes: a cut at 7 would split one.
+            let text = "short and then a long tail\nééééé tail\n";
+            tp.feed(
+                0,
+                &split(text, text.len() as u64),
+                Timestamp::from_nanos(1),
+                text.len() as u64,
+                Instant::now(),
+            );
+            let mut out = vec![];
+            tp.finish(&acks, &metrics, &mut out);
+            let lines: Vec<&str> = out
+                .iter()
+                .flat_map(|c| c.lines.iter().map(|l| c.line_text(l)))
+                .collect();
+            assert_eq!(lines, want, "truncate: {truncate}");
+            for c in &out {
+                acks.arm(c.ticket, 1);
+                acks.settle(c.ticket);
+            }
+            assert_eq!(acks.with_table(|t| t.offset(id)), Some(text.len() as u64));
+        }
+        let rendered = metrics.render();
+        assert!(
+            rendered.contains("reason=\"line_too_long\"} 1"),
+            "{rendered}"
+        );
     }
 
     #[test]

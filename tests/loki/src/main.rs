@@ -2,45 +2,60 @@
 //! end-to-end benchmarks.
 //!
 //! ```text
-//! loki-receiver [--listen 127.0.0.1:3100] [--count-only] [--tenant-required]
+//! loki-receiver [--listen 127.0.0.1:3100] [--count-only] [--tenant-required] [--dump FILE]
 //! ```
 //!
 //! Prints a one-line summary to stderr every second and once more on SIGINT
-//! or SIGTERM, then exits.
+//! or SIGTERM, then exits. With `--dump`, every accepted entry is appended to
+//! FILE as one JSON object per line (see [`dump_line`]), in arrival order,
+//! each second and at exit: other programs (the Promtail comparison scripts)
+//! read what a client pushed without linking this crate.
 
 use anyhow::{Context as _, bail};
-use loki_receiver::{Receiver, Stats};
+use loki_receiver::{ReceivedEntry, Receiver, Stats};
+use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: loki-receiver [--listen ADDR:PORT] [--count-only] [--tenant-required]
+const USAGE: &str = "usage: loki-receiver [--listen ADDR:PORT] [--count-only] [--tenant-required] [--dump FILE]
 
   --listen ADDR:PORT   loopback address to listen on (default 127.0.0.1:3100)
   --count-only         only count entries and bytes (no storing), for benchmarks
-  --tenant-required    answer 401 to pushes without an X-Scope-OrgID header";
+  --tenant-required    answer 401 to pushes without an X-Scope-OrgID header
+  --dump FILE          append every accepted entry to FILE, one JSON object a line:
+                       {\"tenant\", \"labels\", \"timestamp_ns\", \"line\", \"structured_metadata\"}";
 
 /// Parsed command line.
 struct Args {
     listen: SocketAddr,
     count_only: bool,
     tenant_required: bool,
+    dump: Option<PathBuf>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<Args>> {
     let mut listen = String::from("127.0.0.1:3100");
     let mut count_only = false;
     let mut tenant_required = false;
+    let mut dump = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
             "--count-only" => count_only = true,
             "--tenant-required" => tenant_required = true,
             "--listen" => listen = args.next().context("--listen needs an address")?,
-            other => match other.strip_prefix("--listen=") {
-                Some(v) => listen = v.to_string(),
-                None => bail!("unknown argument {other:?}\n\n{USAGE}"),
-            },
+            "--dump" => dump = Some(PathBuf::from(args.next().context("--dump needs a file")?)),
+            other => {
+                if let Some(v) = other.strip_prefix("--listen=") {
+                    listen = v.to_string();
+                } else if let Some(v) = other.strip_prefix("--dump=") {
+                    dump = Some(PathBuf::from(v));
+                } else {
+                    bail!("unknown argument {other:?}\n\n{USAGE}");
+                }
+            }
         }
     }
     let addrs: Vec<SocketAddr> = listen
@@ -57,6 +72,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<A
         listen: addr,
         count_only,
         tenant_required,
+        dump,
     }))
 }
 
@@ -80,6 +96,42 @@ fn summary(stats: &Stats, prev: &Stats, elapsed: Duration) -> String {
         (stats.line_bytes - prev.line_bytes) as f64 / secs / (1024.0 * 1024.0),
         (stats.requests - prev.requests) as f64 / secs,
     )
+}
+
+/// One accepted entry as a JSON object: the labels as Loki stores them (parsed, empty values
+/// dropped), the tenant header (`null` without one), the timestamp in nanoseconds and the line.
+fn dump_line(entry: &ReceivedEntry) -> String {
+    let metadata: Vec<[&str; 2]> = entry
+        .structured_metadata
+        .iter()
+        .map(|(n, v)| [n.as_str(), v.as_str()])
+        .collect();
+    serde_json::json!({
+        "tenant": entry.tenant,
+        "labels": entry.labels,
+        "timestamp_ns": entry.timestamp_ns,
+        "line": entry.line,
+        "structured_metadata": metadata,
+    })
+    .to_string()
+}
+
+/// Appends the entries accepted since the last call to the dump file.
+fn dump_new(receiver: &Receiver, path: &Path) -> anyhow::Result<()> {
+    let entries = receiver.take_entries();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening the dump file {}", path.display()))?;
+    let mut text = String::new();
+    for entry in &entries {
+        text.push_str(&dump_line(entry));
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing the dump file {}", path.display()))?;
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -109,6 +161,11 @@ fn run() -> anyhow::Result<()> {
         args.count_only,
         args.tenant_required
     );
+    if let Some(path) = &args.dump {
+        // Truncated now, so a dump holds one run only.
+        std::fs::write(path, "")
+            .with_context(|| format!("creating the dump file {}", path.display()))?;
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -128,6 +185,9 @@ fn run() -> anyhow::Result<()> {
                 _ = sigterm.recv() => true,
             };
             let stats = receiver.stats();
+            if let Some(path) = &args.dump {
+                dump_new(&receiver, path)?;
+            }
             eprintln!("{}", summary(&stats, &prev, prev_at.elapsed()));
             if stop {
                 return anyhow::Ok(());
@@ -159,6 +219,36 @@ mod tests {
         assert!(a.count_only && a.tenant_required);
         assert!(parse(&["--listen=localhost:3100"]).unwrap().is_some());
         assert!(parse(&["--help"]).unwrap().is_none());
+        assert_eq!(
+            parse(&["--dump", "/tmp/d.jsonl"]).unwrap().unwrap().dump,
+            Some(PathBuf::from("/tmp/d.jsonl"))
+        );
+        assert_eq!(
+            parse(&["--dump=x"]).unwrap().unwrap().dump,
+            Some(PathBuf::from("x"))
+        );
+        assert!(parse(&["--dump"]).is_err());
+    }
+
+    #[test]
+    fn dump_lines_are_json_objects() {
+        let entry = ReceivedEntry {
+            tenant: Some("team-a".into()),
+            labels: [("job".to_string(), "app".to_string())].into(),
+            labels_raw: "{job=\"app\"}".into(),
+            timestamp_ns: 1_711_012_501_101_234_567,
+            line: "tab\there \"quoted\" é".into(),
+            structured_metadata: vec![("trace".into(), "abc".into())],
+            request_index: 0,
+            format: loki_receiver::PushFormat::Protobuf,
+        };
+        let v: serde_json::Value = serde_json::from_str(&dump_line(&entry)).unwrap();
+        assert_eq!(v["tenant"], "team-a");
+        assert_eq!(v["labels"]["job"], "app");
+        assert_eq!(v["timestamp_ns"], 1_711_012_501_101_234_567_i64);
+        assert_eq!(v["line"], "tab\there \"quoted\" é");
+        assert_eq!(v["structured_metadata"][0][1], "abc");
+        assert!(!dump_line(&entry).contains('\n'), "one line per entry");
     }
 
     #[test]

@@ -146,17 +146,32 @@ pub(crate) enum Flow {
     Nothing,
 }
 
-/// What a stage sees besides the entry: the time, and where drops go.
+/// What a stage sees besides the entry: the time, where drops go, and where entries merged
+/// into others go.
 pub(crate) struct Cx<'a> {
     pub now: Instant,
     pub dropped: &'a mut Vec<(u64, String)>,
     pub inspect: Option<&'a mut Vec<String>>,
+    pub spent: &'a mut Vec<Entry>,
 }
+
+/// Spent entries a pipeline keeps at most for [`Pipeline::take_spent`] (beyond, they are
+/// freed, so a caller that never takes them keeps no more memory than this).
+const SPENT_KEPT: usize = 1024;
 
 impl Cx<'_> {
     /// Reports a dropped entry.
     pub fn drop(&mut self, origin: u64, reason: &str) {
         self.dropped.push((origin, reason.to_string()));
+    }
+
+    /// Takes an entry whose content a stage has merged into another one: its memory goes
+    /// back to the caller, which would otherwise allocate a new entry for every line a
+    /// multiline block or a partial line swallows.
+    pub fn spend(&mut self, entry: Entry) {
+        if self.spent.len() < SPENT_KEPT && !entry.too_big_to_keep() {
+            self.spent.push(entry);
+        }
     }
 }
 
@@ -291,6 +306,8 @@ pub struct Pipeline {
     /// Drops that happened while flushing (the flush methods have no `dropped` parameter);
     /// handed out by [`Pipeline::take_dropped`] and at the next [`Pipeline::process`].
     flush_drops: Vec<(u64, String)>,
+    /// Entries merged into others, for [`Pipeline::take_spent`].
+    spent: Vec<Entry>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -318,6 +335,7 @@ impl Pipeline {
             metrics: metrics.clone(),
             job_name: job_name.to_string(),
             flush_drops: Vec::new(),
+            spent: Vec::new(),
         })
     }
 
@@ -371,6 +389,7 @@ impl Pipeline {
             now,
             dropped,
             inspect: None,
+            spent: &mut self.spent,
         };
         self.stages.run(0, entry, &mut cx, out);
     }
@@ -384,6 +403,7 @@ impl Pipeline {
             now,
             dropped: &mut drops,
             inspect: None,
+            spent: &mut self.spent,
         };
         self.stages.flush_due(&mut cx, out);
         self.flush_drops = drops;
@@ -397,6 +417,7 @@ impl Pipeline {
             now: Instant::now(),
             dropped: &mut drops,
             inspect: None,
+            spent: &mut self.spent,
         };
         self.stages.flush_all(&mut cx, out);
         self.flush_drops = drops;
@@ -406,6 +427,14 @@ impl Pipeline {
     /// [`Pipeline::flush_all`] to `dropped`.
     pub fn take_dropped(&mut self, dropped: &mut Vec<(u64, String)>) {
         dropped.append(&mut self.flush_drops);
+    }
+
+    /// Moves to `spare` the entries whose lines stages merged into other entries (the lines
+    /// of a multiline block after its first, the pieces of a partial line): a caller that
+    /// makes entries from the spare ones that came out (see [`Entry::refill`]) can make them
+    /// from these too, rather than allocate an entry per merged line.
+    pub fn take_spent(&mut self, spare: &mut Vec<Entry>) {
+        spare.append(&mut self.spent);
     }
 
     /// How many entries stages hold right now (for back-pressure and tests).
@@ -441,6 +470,7 @@ impl Pipeline {
             now,
             dropped,
             inspect: Some(&mut lines),
+            spent: &mut self.spent,
         };
         self.stages.run(0, entry, &mut cx, out);
         lines

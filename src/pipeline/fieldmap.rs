@@ -425,8 +425,20 @@ mod tests {
     #[test]
     fn keys_alike_in_their_first_bytes_stay_apart_and_in_order() {
         let keys = [
-            "", "\0", "a", "ab", "ab\0", "ab\0\0", "ab\u{1}", "abcdefgh", "abcdefgh\0",
-            "abcdefghi", "abcdefgi", "é", "ée", "\u{7f}",
+            "",
+            "\0",
+            "a",
+            "ab",
+            "ab\0",
+            "ab\0\0",
+            "ab\u{1}",
+            "abcdefgh",
+            "abcdefgh\0",
+            "abcdefghi",
+            "abcdefgi",
+            "é",
+            "ée",
+            "\u{7f}",
         ];
         let mut m: FieldMap<String> = FieldMap::new();
         // Set in an order unlike the keys' own, twice, so that slots are found again.

@@ -40,10 +40,16 @@ fn cmp_key(a: &str, b: &str) -> std::cmp::Ordering {
 /// key's text, which is elsewhere in memory and, for an entry reused for the next line, often
 /// no longer in cache when a stage sets a value: that read was most of the cost of a set.
 fn head(key: &str) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = key.len().min(8);
-    bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
-    u64::from_be_bytes(bytes)
+    let bytes = key.as_bytes();
+    // Shifts rather than a copy into a zeroed array: that copy is a call to `memcpy` whose
+    // bytes the load of the number then waits for.
+    match bytes.first_chunk::<8>() {
+        Some(first) => u64::from_be_bytes(*first),
+        None => bytes
+            .iter()
+            .enumerate()
+            .fold(0, |h, (i, &b)| h | u64::from(b) << (56 - 8 * i)),
+    }
 }
 
 struct Slot<V> {
@@ -287,7 +293,11 @@ impl<V: Clone> Clone for FieldMap<V> {
 
 impl<V: PartialEq> PartialEq for FieldMap<V> {
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.iter().eq(other.iter())
+        self.len == other.len
+            && self
+                .live_slots()
+                .zip(other.live_slots())
+                .all(|(a, b)| a.cmp(&b.key, b.head).is_eq() && a.value == b.value)
     }
 }
 

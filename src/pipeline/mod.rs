@@ -155,9 +155,10 @@ pub(crate) struct Cx<'a> {
     pub spent: &'a mut Vec<Entry>,
 }
 
-/// Spent entries a pipeline keeps at most for [`Pipeline::take_spent`] (beyond, they are
-/// freed, so a caller that never takes them keeps no more memory than this).
-const SPENT_KEPT: usize = 1024;
+/// Spent entries a pipeline keeps at most for [`Pipeline::take_spent`]: about what one read of
+/// short lines makes, as a caller's own pool of entries. Beyond, they are freed, so a caller
+/// that never takes them keeps no more memory than this.
+const SPENT_KEPT: usize = 4096;
 
 impl Cx<'_> {
     /// Reports a dropped entry.

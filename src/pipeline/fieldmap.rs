@@ -94,6 +94,9 @@ impl<V: Clone> Clone for Slot<V> {
     }
 }
 
+/// Up to this many slots, keys are looked up by a scan rather than a binary search.
+const LINEAR_MAX: usize = 16;
+
 /// Dead slots kept at most (beyond, and when they outnumber the live ones, they go).
 const DEAD_KEPT: usize = 64;
 
@@ -149,7 +152,19 @@ impl<V> FieldMap<V> {
     /// The slot of `key` (live or dead), or where it would go.
     fn find(&self, key: &str) -> Result<usize, usize> {
         let key_head = head(key);
-        self.slots.binary_search_by(|s| s.cmp(key, key_head))
+        if self.slots.len() > LINEAR_MAX {
+            return self.slots.binary_search_by(|s| s.cmp(key, key_head));
+        }
+        // A binary search of a few slots costs a mispredicted branch at almost every step; a
+        // scan mispredicts once, where it stops.
+        for (i, slot) in self.slots.iter().enumerate() {
+            match slot.cmp(key, key_head) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Ok(i),
+                std::cmp::Ordering::Greater => return Err(i),
+            }
+        }
+        Err(self.slots.len())
     }
 
     /// [`FieldMap::find`], trying first the slot after the one last set: stages set the same
@@ -467,6 +482,29 @@ mod tests {
             assert_eq!(m.get(k), want.get(k), "{k:?}");
         }
         assert!(m.get("abcdefg").is_none() && m.get("ab\0\0\0").is_none());
+    }
+
+    #[test]
+    fn small_and_large_maps_find_their_keys() {
+        // Below and above the size where lookups stop scanning and search.
+        for n in [1, LINEAR_MAX, LINEAR_MAX + 1, 3 * LINEAR_MAX] {
+            let mut m: FieldMap<String> = FieldMap::new();
+            let mut want = BTreeMap::new();
+            // Every third key is long and shares its first 8 bytes with the others like it.
+            let key = |i: usize| match i % 3 {
+                0 => format!("kubernetes_{i}"),
+                _ => format!("k{}", i * 7919 % 1000),
+            };
+            for i in (0..n).rev() {
+                m.set_text(&key(i), &i.to_string());
+                want.insert(key(i), i.to_string());
+            }
+            assert_eq!(m, want, "{n} keys");
+            for i in 0..n {
+                assert_eq!(m.get(&key(i)), Some(&i.to_string()), "{n} keys");
+            }
+            assert!(m.get("kubernetes_").is_none() && m.get("k").is_none());
+        }
     }
 
     #[test]

@@ -19,7 +19,10 @@
 //!   `serde_json::Value` (Docker lines into a struct of their three keys), logfmt split on its
 //!   spaces and `=`, CRI lines split on their first three spaces, the `multiline` first-line
 //!   regex with lines joined into a block, and chrono for every timestamp a case's stages read.
-//!   `pipeline` over `floor` is how far the stages are from the work itself.
+//!   `pipeline` over `floor` is how far the stages are from the work itself. Where the parsing
+//!   is cheap (`cri`, `multiline`), `baseline` alone is several times `floor` (making an entry
+//!   writes its line, labels and extracted map); `pipeline` minus `baseline`, over `floor`, is
+//!   then the distance of the stages' own work.
 //!
 //! Before timing, each case runs its lines once and checks that the stages did what they are
 //! there for (the regex matched, labels and timestamps were set, pieces were joined), so the

@@ -152,12 +152,12 @@ pub(crate) struct Cx<'a> {
     pub now: Instant,
     pub dropped: &'a mut Vec<(u64, String)>,
     pub inspect: Option<&'a mut Vec<String>>,
-    pub spent: &'a mut Vec<Entry>,
+    /// `None` while nobody takes spent entries (see [`Pipeline::take_spent`]).
+    pub spent: Option<&'a mut Vec<Entry>>,
 }
 
 /// Spent entries a pipeline keeps at most for [`Pipeline::take_spent`]: about what one read of
-/// short lines makes, as a caller's own pool of entries. Beyond, they are freed, so a caller
-/// that never takes them keeps no more memory than this.
+/// short lines makes, as a caller's own pool of entries.
 const SPENT_KEPT: usize = 4096;
 
 impl Cx<'_> {
@@ -170,8 +170,11 @@ impl Cx<'_> {
     /// back to the caller, which would otherwise allocate a new entry for every line a
     /// multiline block or a partial line swallows.
     pub fn spend(&mut self, entry: Entry) {
-        if self.spent.len() < SPENT_KEPT && !entry.too_big_to_keep() {
-            self.spent.push(entry);
+        if let Some(spent) = self.spent.as_deref_mut()
+            && spent.len() < SPENT_KEPT
+            && !entry.too_big_to_keep()
+        {
+            spent.push(entry);
         }
     }
 }
@@ -307,8 +310,9 @@ pub struct Pipeline {
     /// Drops that happened while flushing (the flush methods have no `dropped` parameter);
     /// handed out by [`Pipeline::take_dropped`] and at the next [`Pipeline::process`].
     flush_drops: Vec<(u64, String)>,
-    /// Entries merged into others, for [`Pipeline::take_spent`].
-    spent: Vec<Entry>,
+    /// Entries merged into others, for [`Pipeline::take_spent`]; `None` until it is first
+    /// called, so that a caller that never takes them does not make the pipeline keep them.
+    spent: Option<Vec<Entry>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -336,7 +340,7 @@ impl Pipeline {
             metrics: metrics.clone(),
             job_name: job_name.to_string(),
             flush_drops: Vec::new(),
-            spent: Vec::new(),
+            spent: None,
         })
     }
 
@@ -390,7 +394,7 @@ impl Pipeline {
             now,
             dropped,
             inspect: None,
-            spent: &mut self.spent,
+            spent: self.spent.as_mut(),
         };
         self.stages.run(0, entry, &mut cx, out);
     }
@@ -404,7 +408,7 @@ impl Pipeline {
             now,
             dropped: &mut drops,
             inspect: None,
-            spent: &mut self.spent,
+            spent: self.spent.as_mut(),
         };
         self.stages.flush_due(&mut cx, out);
         self.flush_drops = drops;
@@ -418,7 +422,7 @@ impl Pipeline {
             now: Instant::now(),
             dropped: &mut drops,
             inspect: None,
-            spent: &mut self.spent,
+            spent: self.spent.as_mut(),
         };
         self.stages.flush_all(&mut cx, out);
         self.flush_drops = drops;
@@ -433,9 +437,10 @@ impl Pipeline {
     /// Moves to `spare` the entries whose lines stages merged into other entries (the lines
     /// of a multiline block after its first, the pieces of a partial line): a caller that
     /// makes entries from the spare ones that came out (see [`Entry::refill`]) can make them
-    /// from these too, rather than allocate an entry per merged line.
+    /// from these too, rather than allocate an entry per merged line. Entries are kept for
+    /// this from the first call on.
     pub fn take_spent(&mut self, spare: &mut Vec<Entry>) {
-        spare.append(&mut self.spent);
+        spare.append(self.spent.get_or_insert_with(Vec::new));
     }
 
     /// How many entries stages hold right now (for back-pressure and tests).
@@ -471,7 +476,7 @@ impl Pipeline {
             now,
             dropped,
             inspect: Some(&mut lines),
-            spent: &mut self.spent,
+            spent: self.spent.as_mut(),
         };
         self.stages.run(0, entry, &mut cx, out);
         lines

@@ -425,7 +425,9 @@ mod tests {
         let yaml = "- cri:\n    max_partial_lines: 2";
         let mut p = pipeline(yaml);
         let now = Instant::now();
-        let (mut out, mut dropped) = (vec![], vec![]);
+        let (mut out, mut dropped, mut spare) = (vec![], vec![], vec![]);
+        // Asking once for spent entries makes the pipeline keep them.
+        p.take_spent(&mut spare);
         let mk = |job: &str, text: &str, o: u64| {
             let labels: BTreeMap<String, String> =
                 [("job".to_string(), job.to_string())].into_iter().collect();
@@ -448,7 +450,6 @@ mod tests {
         assert_eq!(out[3].timestamp.0 / 1_000_000_000 % 60, 6);
         assert_eq!(p.pending(), 0);
         // Every piece merged into another comes back for reuse.
-        let mut spare = vec![];
         p.take_spent(&mut spare);
         assert_eq!(spare.len(), 2);
     }

@@ -329,12 +329,12 @@ mod tests {
             entry.extracted.insert(k.to_string(), v.clone());
         }
         let mut stage = test_stage(yaml);
-        let (mut dropped, mut spent) = (vec![], vec![]);
+        let mut dropped = vec![];
         let mut cx = Cx {
             now: Instant::now(),
             dropped: &mut dropped,
             inspect: None,
-            spent: &mut spent,
+            spent: None,
         };
         match stage.process(entry, &mut cx) {
             Flow::Pass(e) => e,

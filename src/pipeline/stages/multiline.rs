@@ -355,6 +355,10 @@ Exception: Sorry, this route always breaks
         let mut rest: Vec<&str> = out[1..].iter().map(|e| e.line.as_str()).collect();
         rest.sort();
         assert_eq!(rest, ["START 2\nb-cont", "START 3"]);
+        // Nobody asked for spent entries: the pipeline kept none.
+        let mut spare = vec![];
+        p.take_spent(&mut spare);
+        assert!(spare.is_empty());
     }
 
     #[test]
@@ -379,7 +383,9 @@ Exception: Sorry, this route always breaks
         assert_eq!(p.pending(), 0);
 
         let mut p = pipeline("- multiline:\n    firstline: '^START'\n    max_wait_time: 1s");
-        let mut out = vec![];
+        let (mut out, mut spare) = (vec![], vec![]);
+        // Asking once for spent entries makes the pipeline keep them.
+        p.take_spent(&mut spare);
         for (i, text) in ["START a", "b"].into_iter().enumerate() {
             let e = Entry::new(Timestamp::from_nanos(i as i64), text, labels("x"), i as u64);
             p.process(e, now, &mut out, &mut dropped);
@@ -398,7 +404,6 @@ Exception: Sorry, this route always breaks
             .collect();
         assert_eq!(got, [("START a\nb", 0, 1), ("c\nd", 0, 3)]);
         // The lines merged into a block after its first come back for reuse.
-        let mut spare = vec![];
         p.take_spent(&mut spare);
         assert_eq!(spare.len(), 3);
         assert!(dropped.is_empty());

@@ -146,17 +146,36 @@ pub(crate) enum Flow {
     Nothing,
 }
 
-/// What a stage sees besides the entry: the time, and where drops go.
+/// What a stage sees besides the entry: the time, where drops go, and where entries merged
+/// into others go.
 pub(crate) struct Cx<'a> {
     pub now: Instant,
     pub dropped: &'a mut Vec<(u64, String)>,
     pub inspect: Option<&'a mut Vec<String>>,
+    /// `None` while nobody takes spent entries (see [`Pipeline::take_spent`]).
+    pub spent: Option<&'a mut Vec<Entry>>,
 }
+
+/// Spent entries a pipeline keeps at most for [`Pipeline::take_spent`]: about what one read of
+/// short lines makes, as a caller's own pool of entries.
+const SPENT_KEPT: usize = 4096;
 
 impl Cx<'_> {
     /// Reports a dropped entry.
     pub fn drop(&mut self, origin: u64, reason: &str) {
         self.dropped.push((origin, reason.to_string()));
+    }
+
+    /// Takes an entry whose content a stage has merged into another one: its memory goes
+    /// back to the caller, which would otherwise allocate a new entry for every line a
+    /// multiline block or a partial line swallows.
+    pub fn spend(&mut self, entry: Entry) {
+        if let Some(spent) = self.spent.as_deref_mut()
+            && spent.len() < SPENT_KEPT
+            && !entry.too_big_to_keep()
+        {
+            spent.push(entry);
+        }
     }
 }
 
@@ -294,6 +313,9 @@ pub struct Pipeline {
     /// The longest line that may leave the stages; whoever turns what comes out into chunks
     /// applies it.
     line_limit: Option<LineSizeLimit>,
+    /// Entries merged into others, for [`Pipeline::take_spent`]; `None` until it is first
+    /// called, so that a caller that never takes them does not make the pipeline keep them.
+    spent: Option<Vec<Entry>>,
 }
 
 /// `limits_config.max_line_size` as Promtail applies it: to the line as it leaves the stages
@@ -332,6 +354,7 @@ impl Pipeline {
             job_name: job_name.to_string(),
             flush_drops: Vec::new(),
             line_limit: None,
+            spent: None,
         })
     }
 
@@ -397,6 +420,7 @@ impl Pipeline {
             now,
             dropped,
             inspect: None,
+            spent: self.spent.as_mut(),
         };
         self.stages.run(0, entry, &mut cx, out);
     }
@@ -410,6 +434,7 @@ impl Pipeline {
             now,
             dropped: &mut drops,
             inspect: None,
+            spent: self.spent.as_mut(),
         };
         self.stages.flush_due(&mut cx, out);
         self.flush_drops = drops;
@@ -423,6 +448,7 @@ impl Pipeline {
             now: Instant::now(),
             dropped: &mut drops,
             inspect: None,
+            spent: self.spent.as_mut(),
         };
         self.stages.flush_all(&mut cx, out);
         self.flush_drops = drops;
@@ -432,6 +458,15 @@ impl Pipeline {
     /// [`Pipeline::flush_all`] to `dropped`.
     pub fn take_dropped(&mut self, dropped: &mut Vec<(u64, String)>) {
         dropped.append(&mut self.flush_drops);
+    }
+
+    /// Moves to `spare` the entries whose lines stages merged into other entries (the lines
+    /// of a multiline block after its first, the pieces of a partial line): a caller that
+    /// makes entries from the spare ones that came out (see [`Entry::refill`]) can make them
+    /// from these too, rather than allocate an entry per merged line. Entries are kept for
+    /// this from the first call on.
+    pub fn take_spent(&mut self, spare: &mut Vec<Entry>) {
+        spare.append(self.spent.get_or_insert_with(Vec::new));
     }
 
     /// How many entries stages hold right now (for back-pressure and tests).
@@ -467,6 +502,7 @@ impl Pipeline {
             now,
             dropped,
             inspect: Some(&mut lines),
+            spent: self.spent.as_mut(),
         };
         self.stages.run(0, entry, &mut cx, out);
         lines

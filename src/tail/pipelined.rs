@@ -425,6 +425,19 @@ impl TargetPipeline {
             out.push(chunk);
         }
         self.spare_groups = groups;
+        // Entries whose lines stages merged into others (a multiline block's lines after its
+        // first, CRI pieces) come back too, so that such lines cost no new entry either.
+        let kept = self.spare.len();
+        self.pipeline.take_spent(&mut self.spare);
+        let mut i = kept;
+        while i < self.spare.len() {
+            if self.spare[i].too_big_to_keep() {
+                self.spare.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        self.spare.truncate(SPARE_ENTRIES);
         let mut closable = Vec::new();
         for (slot, feed) in &mut self.feeds {
             let frontier = frontiers.get(slot).copied().unwrap_or(feed.frontier);

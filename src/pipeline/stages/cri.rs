@@ -14,7 +14,7 @@ use super::docker::truncate_at;
 use super::options;
 use super::timestamp::Format;
 use super::weak::{WBool, WString, WU64};
-use super::{LabelsStage, RegexStage, TimestampStage};
+use super::{LabelsStage, TimestampStage};
 use crate::pipeline::gotime::Zone;
 use crate::pipeline::{Cx, Entry, Flow, Labels, Stage};
 use crate::units::{ByteSize, GoDuration};
@@ -33,8 +33,66 @@ struct CriConfig {
     max_wait_time: Option<WString>,
 }
 
+/// The fields of a CRI line as Promtail's expression for it,
+/// `^(?s)(?P<time>\S+?) (?P<stream>stdout|stderr) (?P<flags>\S+?) (?P<content>.*)$`, captures
+/// them. Read by hand rather than with that expression: capturing its groups over the whole
+/// line was most of the stage's cost, while the answer depends on the first few dozen bytes.
+///
+/// `time` and `flags` are runs of non-whitespace (Unicode's, as the expression's `\S`), each
+/// ended by a space; the lazy quantifiers change nothing, as the space that ends such a run is
+/// its first whitespace.
+#[derive(Debug, PartialEq, Eq)]
+struct CriFields<'a> {
+    time: &'a str,
+    stream: &'a str,
+    flags: &'a str,
+    content: &'a str,
+}
+
+impl<'a> CriFields<'a> {
+    fn read(line: &'a str) -> Option<CriFields<'a>> {
+        let (time, rest) = word(line)?;
+        let stream = match rest.get(..7)? {
+            "stdout " => "stdout",
+            "stderr " => "stderr",
+            _ => return None,
+        };
+        let (flags, content) = word(&rest[7..])?;
+        Some(CriFields {
+            time,
+            stream,
+            flags,
+            content,
+        })
+    }
+}
+
+/// A non-empty run of non-whitespace at the start of `s` ended by a space, and what follows
+/// that space.
+fn word(s: &str) -> Option<(&str, &str)> {
+    let end = first_whitespace(s)?;
+    if end == 0 || s.as_bytes()[end] != b' ' {
+        return None;
+    }
+    Some((&s[..end], &s[end + 1..]))
+}
+
+/// Where the first whitespace character of `s` is. Bytes are checked as bytes up to the first
+/// non-ASCII one; only the text from there on is decoded into characters.
+fn first_whitespace(s: &str) -> Option<usize> {
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if !b.is_ascii() {
+            // Every byte before `i` is ASCII, so `i` is a character boundary.
+            return s[i..].find(char::is_whitespace).map(|j| i + j);
+        }
+        if b == b' ' || (b'\t'..=b'\r').contains(&b) {
+            return Some(i);
+        }
+    }
+    None
+}
+
 struct Cri {
-    regex: RegexStage,
     labels: LabelsStage,
     timestamp: TimestampStage,
     max_partial_lines: usize,
@@ -53,22 +111,49 @@ impl Cri {
     }
 }
 
+/// Makes `line` the held text `held` followed by `line`, leaving in `held` a string to reuse.
+fn join(held: &mut String, line: &mut String) {
+    held.push_str(line);
+    std::mem::swap(held, line);
+    held.clear();
+}
+
 impl Stage for Cri {
     fn name(&self) -> &'static str {
         "cri"
     }
 
     fn process(&mut self, mut entry: Entry, cx: &mut Cx<'_>) -> Flow {
-        self.regex.apply(&mut entry);
-        self.labels.apply(&mut entry);
-        self.timestamp.apply(&mut entry);
-        if let Some(Value::String(content)) = entry.extracted.get("content")
-            && entry.line != *content
-        {
-            entry.line.clear();
-            entry.line.push_str(content);
-        }
-        let partial = matches!(entry.extracted.get("flags"), Some(Value::String(f)) if f == "P");
+        let partial = match CriFields::read(&entry.line) {
+            Some(f) => {
+                // In key order, as the regex stage sets named groups.
+                entry.extracted.set_text("content", f.content);
+                entry.extracted.set_text("flags", f.flags);
+                entry.extracted.set_text("stream", f.stream);
+                entry.extracted.set_text("time", f.time);
+                let partial = f.flags == "P";
+                let content_at = entry.line.len() - f.content.len();
+                self.labels.apply(&mut entry);
+                self.timestamp.apply(&mut entry);
+                // The content is the end of the line: moved to its start, not copied.
+                entry.line.replace_range(..content_at, "");
+                partial
+            }
+            None => {
+                tracing::debug!("cri stage: not a CRI line");
+                // The extracted map may still hold `stream`, `time`, `content` and `flags`
+                // from the entry's labels, which the stages Promtail's `cri` is made of read.
+                self.labels.apply(&mut entry);
+                self.timestamp.apply(&mut entry);
+                if let Some(Value::String(content)) = entry.extracted.get("content")
+                    && entry.line != *content
+                {
+                    entry.line.clear();
+                    entry.line.push_str(content);
+                }
+                matches!(entry.extracted.get("flags"), Some(Value::String(f)) if f == "P")
+            }
+        };
         if partial {
             let mut released = Vec::new();
             if self.partials.len() >= self.max_partial_lines {
@@ -79,10 +164,9 @@ impl Stage for Cri {
                 released.extend(self.partials.drain().map(|(_, (e, _, _))| e));
             }
             let mut first_origin = entry.origin;
-            if let Some((prev, _, first)) = self.partials.remove(&entry.labels) {
-                let mut line = prev.line;
-                line.push_str(&entry.line);
-                entry.line = line;
+            if let Some((mut prev, _, first)) = self.partials.remove(&entry.labels) {
+                join(&mut prev.line, &mut entry.line);
+                cx.spend(prev);
                 first_origin = first;
             }
             self.truncate(&mut entry);
@@ -95,11 +179,10 @@ impl Stage for Cri {
             };
         }
         if !self.partials.is_empty()
-            && let Some((prev, _, _)) = self.partials.remove(&entry.labels)
+            && let Some((mut prev, _, _)) = self.partials.remove(&entry.labels)
         {
-            let mut line = prev.line;
-            line.push_str(&entry.line);
-            entry.line = line;
+            join(&mut prev.line, &mut entry.line);
+            cx.spend(prev);
             self.truncate(&mut entry);
         }
         Flow::Pass(entry)
@@ -141,17 +224,12 @@ impl Stage for Cri {
 
 pub(crate) fn build(config: &Yaml) -> Result<Box<dyn Stage>, String> {
     let c: CriConfig = options(config)?;
-    let regex = regex::Regex::new(
-        r"^(?s)(?P<time>\S+?) (?P<stream>stdout|stderr) (?P<flags>\S+?) (?P<content>.*)$",
-    )
-    .expect("valid CRI expression");
     let max_wait = match c.max_wait_time {
         None => Duration::from_secs(3),
         Some(d) => d.0.parse::<GoDuration>()?.0,
     };
     let truncate = c.max_partial_line_size_truncate.is_some_and(|b| b.0);
     Ok(Box::new(Cri {
-        regex: RegexStage::new(regex, None),
         labels: LabelsStage::new(vec![("stream".into(), "stream".into())]),
         timestamp: TimestampStage::new(
             "time".into(),
@@ -294,6 +372,101 @@ mod tests {
         p.flush_due(now + Duration::from_secs(3), &mut out);
         assert_eq!(out.len(), 3);
         assert_eq!(out[2].line, "ccc");
+    }
+
+    #[test]
+    fn fields_are_read_as_promtails_expression_reads_them() {
+        let re = regex::Regex::new(
+            r"^(?s)(?P<time>\S+?) (?P<stream>stdout|stderr) (?P<flags>\S+?) (?P<content>.*)$",
+        )
+        .unwrap();
+        let lines = [
+            "2024-01-01T00:00:00Z stdout F text",
+            "2024-01-01T00:00:00Z stderr P ",
+            "2024-01-01T00:00:00Z stdout F",
+            "2024-01-01T00:00:00Z stdout F  two spaces",
+            "2024-01-01T00:00:00Z stdout F multi\nline\r\n",
+            "2024-01-01T00:00:00Z stdout F:x tag",
+            "t stdout F x",
+            " stdout F x",
+            "2024-01-01T00:00:00Z  stdout F x",
+            "2024-01-01T00:00:00Z\tstdout F x",
+            "2024-01-01T00:00:00Z stdout\tF x",
+            "2024-01-01T00:00:00Z stdout F\tx",
+            "2024-01-01T00:00:00Z stdout  F x",
+            "2024-01-01T00:00:00Z stdoutF x",
+            "2024-01-01T00:00:00Z stdin F x",
+            "2024-01-01T00:00:00Z Stdout F x",
+            "2024-01-01T00:00:00Z stdout",
+            "2024-01-01T00:00:00Z stdou",
+            "2024-01-01T00:00:00Z",
+            "",
+            "é stdout F x",
+            "2024\u{a0}01 stdout F x",
+            "2024\u{2003}01 stdout F x",
+            "2024-01-01T00:00:00Z stdout \u{85}F x",
+            "2024-01-01T00:00:00Z stdout Fé\u{3000}x y",
+            "2024-01-01T00:00:00Z stdout F\u{b}x y",
+            "2024\u{1c}01 stdout F x",
+        ];
+        for line in lines {
+            let want = re.captures(line).map(|c| super::CriFields {
+                time: c.name("time").map_or("", |m| m.as_str()),
+                stream: c.name("stream").map_or("", |m| m.as_str()),
+                flags: c.name("flags").map_or("", |m| m.as_str()),
+                content: c.name("content").map_or("", |m| m.as_str()),
+            });
+            assert_eq!(super::CriFields::read(line), want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn pieces_beyond_max_partial_lines_are_released_then_joined_again() {
+        let yaml = "- cri:\n    max_partial_lines: 2";
+        let mut p = pipeline(yaml);
+        let now = Instant::now();
+        let (mut out, mut dropped, mut spare) = (vec![], vec![], vec![]);
+        // Asking once for spent entries makes the pipeline keep them.
+        p.take_spent(&mut spare);
+        let mk = |job: &str, text: &str, o: u64| {
+            let labels: BTreeMap<String, String> =
+                [("job".to_string(), job.to_string())].into_iter().collect();
+            Entry::new(Timestamp::from_nanos(0), text, labels, o)
+        };
+        for (job, text, o) in [
+            ("a", "2024-01-01T00:00:01Z stdout P a1 ", 1),
+            ("a", "2024-01-01T00:00:02Z stdout P a2 ", 2),
+            ("b", "2024-01-01T00:00:03Z stdout P b1 ", 3),
+            // A third stream with a piece: the pieces held so far go out as they are.
+            ("c", "2024-01-01T00:00:04Z stdout P c1 ", 4),
+            ("a", "2024-01-01T00:00:05Z stdout F a3", 5),
+            ("c", "2024-01-01T00:00:06Z stdout F c2", 6),
+        ] {
+            p.process(mk(job, text, o), now, &mut out, &mut dropped);
+        }
+        let mut got: Vec<(&str, u64)> = out.iter().map(|e| (e.line.as_str(), e.origin)).collect();
+        got[..2].sort();
+        assert_eq!(got, [("a1 a2 ", 2), ("b1 ", 3), ("a3", 5), ("c1 c2", 6)]);
+        assert_eq!(out[3].timestamp.0 / 1_000_000_000 % 60, 6);
+        assert_eq!(p.pending(), 0);
+        // Every piece merged into another comes back for reuse.
+        p.take_spent(&mut spare);
+        assert_eq!(spare.len(), 2);
+    }
+
+    #[test]
+    fn a_content_label_is_the_line_of_a_line_that_is_not_cri() {
+        let labels: BTreeMap<String, String> = [("content", "from label"), ("flags", "P")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (out, _) = crate::pipeline::tests::run_entries(
+            "- cri: {}",
+            vec![Entry::new(Timestamp::from_nanos(0), "not cri", labels, 0)],
+        );
+        // Held as a partial line (flags "P"), released by the flush at the end.
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].line, "from label");
     }
 
     #[test]

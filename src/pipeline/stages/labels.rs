@@ -334,6 +334,7 @@ mod tests {
             now: Instant::now(),
             dropped: &mut dropped,
             inspect: None,
+            spent: None,
         };
         match stage.process(entry, &mut cx) {
             Flow::Pass(e) => e,

@@ -18,7 +18,6 @@ mod sampling;
 mod template;
 mod timestamp;
 
-pub(crate) use self::regex::RegexStage;
 pub(crate) use labels::LabelsStage;
 pub(crate) use timestamp::TimestampStage;
 

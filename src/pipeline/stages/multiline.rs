@@ -26,7 +26,7 @@ struct MultilineConfig {
 }
 
 struct Block {
-    /// The block's first entry (line emptied).
+    /// The block's first entry (line emptied). Its labels are the block's label set.
     start: Entry,
     buffer: String,
     lines: u64,
@@ -38,10 +38,18 @@ struct Multiline {
     firstline: Regex,
     max_wait: Duration,
     max_lines: u64,
-    blocks: HashMap<Labels, Block>,
+    /// One block per label set seen with a first line. Blocks are never removed, so the
+    /// positions in `index` and `last` stay valid.
+    blocks: Vec<Block>,
+    index: HashMap<Labels, usize>,
+    /// The block of the last line: lines of a stream come in runs, and comparing a label set
+    /// with this block's costs less than hashing it.
+    last: usize,
 }
 
 impl Block {
+    /// The block so far, as an entry. The block keeps its first entry: lines that follow a
+    /// cut (`max_lines`, `max_wait_time`) start a block from it.
     fn take(&mut self) -> Option<Entry> {
         if self.lines == 0 {
             return None;
@@ -51,6 +59,33 @@ impl Block {
         e.origin = self.last_origin;
         self.lines = 0;
         Some(e)
+    }
+
+    /// Starts the next block at `first`; returns the block it ends, if any. The ended block's
+    /// first entry becomes the block's entry (its maps are moved, not copied), and the line of
+    /// `first` becomes the new buffer.
+    fn restart(&mut self, mut first: Entry) -> Option<Entry> {
+        let line = std::mem::take(&mut first.line);
+        let mut ended = std::mem::replace(&mut self.start, first);
+        let text = std::mem::replace(&mut self.buffer, line);
+        let had_lines = self.lines > 0;
+        self.lines = 0;
+        if !had_lines {
+            return None;
+        }
+        ended.line = text;
+        ended.origin = self.last_origin;
+        Some(ended)
+    }
+}
+
+impl Multiline {
+    /// The block of `labels`, if the label set had a first line.
+    fn find(&self, labels: &Labels) -> Option<usize> {
+        match self.blocks.get(self.last) {
+            Some(b) if b.start.labels == *labels => Some(self.last),
+            _ => self.index.get(labels).copied(),
+        }
     }
 }
 
@@ -62,50 +97,54 @@ impl Stage for Multiline {
     fn process(&mut self, mut entry: Entry, cx: &mut Cx<'_>) -> Flow {
         let is_first = self.firstline.is_match(&entry.line);
         let origin = entry.origin;
-        let mut released = Vec::new();
-        let block = match self.blocks.get_mut(&entry.labels) {
-            Some(b) => b,
-            None => {
-                if !is_first {
-                    return Flow::Pass(entry);
+        let mut released = None;
+        let i = match self.find(&entry.labels) {
+            Some(i) => {
+                let block = &mut self.blocks[i];
+                if is_first {
+                    released = block.restart(entry);
+                } else {
+                    if block.lines > 0 {
+                        block.buffer.push('\n');
+                    }
+                    block.buffer.push_str(&entry.line);
+                    cx.spend(entry);
                 }
-                let mut start = entry.clone();
-                start.line = String::new();
-                self.blocks.entry(entry.labels.clone()).or_insert(Block {
-                    start,
-                    buffer: String::new(),
+                i
+            }
+            None if is_first => {
+                self.index.insert(entry.labels.clone(), self.blocks.len());
+                let buffer = std::mem::take(&mut entry.line);
+                self.blocks.push(Block {
+                    start: entry,
+                    buffer,
                     lines: 0,
-                    last_origin: entry.origin,
+                    last_origin: origin,
                     last_line_at: cx.now,
-                })
+                });
+                self.blocks.len() - 1
             }
+            None => return Flow::Pass(entry),
         };
-        if is_first {
-            released.extend(block.take());
-            let line = std::mem::take(&mut entry.line);
-            block.start = entry;
-            block.buffer = line;
-        } else {
-            if block.lines > 0 {
-                block.buffer.push('\n');
-            }
-            block.buffer.push_str(&entry.line);
-        }
+        self.last = i;
+        let block = &mut self.blocks[i];
         block.lines += 1;
         block.last_origin = origin;
         block.last_line_at = cx.now;
         if self.max_lines > 0 && block.lines >= self.max_lines {
-            released.extend(block.take());
+            match (released, block.take()) {
+                (Some(ended), Some(cut)) => return Flow::Many(vec![ended, cut]),
+                (ended, cut) => released = ended.or(cut),
+            }
         }
-        match released.len() {
-            0 => Flow::Nothing,
-            1 => Flow::Pass(released.pop().expect("one")),
-            _ => Flow::Many(released),
+        match released {
+            Some(e) => Flow::Pass(e),
+            None => Flow::Nothing,
         }
     }
 
     fn flush_due(&mut self, cx: &mut Cx<'_>, out: &mut Vec<Entry>) {
-        for block in self.blocks.values_mut() {
+        for block in &mut self.blocks {
             if block.lines > 0
                 && cx.now.saturating_duration_since(block.last_line_at) >= self.max_wait
             {
@@ -116,19 +155,19 @@ impl Stage for Multiline {
     }
 
     fn flush_all(&mut self, _cx: &mut Cx<'_>, out: &mut Vec<Entry>) {
-        for block in self.blocks.values_mut() {
+        for block in &mut self.blocks {
             out.extend(block.take());
         }
     }
 
     fn pending(&self) -> usize {
-        self.blocks.values().map(|b| b.lines as usize).sum()
+        self.blocks.iter().map(|b| b.lines as usize).sum()
     }
 
     fn held_origins(&self, out: &mut Vec<u64>) {
         out.extend(
             self.blocks
-                .values()
+                .iter()
                 .filter(|b| b.lines > 0)
                 .map(|b| b.start.origin),
         );
@@ -136,7 +175,7 @@ impl Stage for Multiline {
 
     fn next_deadline(&self) -> Option<Instant> {
         self.blocks
-            .values()
+            .iter()
             .filter(|b| b.lines > 0)
             .map(|b| b.last_line_at + self.max_wait)
             .min()
@@ -164,7 +203,9 @@ pub(crate) fn build(config: &Yaml) -> Result<Box<dyn Stage>, String> {
         firstline,
         max_wait,
         max_lines: c.max_lines.map_or(128, |n| n.0),
-        blocks: HashMap::new(),
+        blocks: Vec::new(),
+        index: HashMap::new(),
+        last: 0,
     }))
 }
 
@@ -314,6 +355,58 @@ Exception: Sorry, this route always breaks
         let mut rest: Vec<&str> = out[1..].iter().map(|e| e.line.as_str()).collect();
         rest.sort();
         assert_eq!(rest, ["START 2\nb-cont", "START 3"]);
+        // Nobody asked for spent entries: the pipeline kept none.
+        let mut spare = vec![];
+        p.take_spent(&mut spare);
+        assert!(spare.is_empty());
+    }
+
+    #[test]
+    fn max_lines_of_one_and_lines_after_a_timeout() {
+        let mut p = pipeline("- multiline:\n    firstline: '^START'\n    max_lines: 1");
+        let now = Instant::now();
+        let (mut out, mut dropped) = (vec![], vec![]);
+        let mut line = |text: &str, ts: i64, o: u64, out: &mut Vec<Entry>| {
+            let e = Entry::new(Timestamp::from_nanos(ts), text, labels("x"), o);
+            p.process(e, now, out, &mut dropped);
+        };
+        line("START a", 1, 0, &mut out);
+        line("b", 2, 1, &mut out);
+        line("START c", 3, 2, &mut out);
+        // Every line is a block of its own; a continuation line keeps the time of the block's
+        // first line.
+        let got: Vec<(&str, i64, u64)> = out
+            .iter()
+            .map(|e| (e.line.as_str(), e.timestamp.0, e.origin))
+            .collect();
+        assert_eq!(got, [("START a", 1, 0), ("b", 1, 1), ("START c", 3, 2)]);
+        assert_eq!(p.pending(), 0);
+
+        let mut p = pipeline("- multiline:\n    firstline: '^START'\n    max_wait_time: 1s");
+        let (mut out, mut spare) = (vec![], vec![]);
+        // Asking once for spent entries makes the pipeline keep them.
+        p.take_spent(&mut spare);
+        for (i, text) in ["START a", "b"].into_iter().enumerate() {
+            let e = Entry::new(Timestamp::from_nanos(i as i64), text, labels("x"), i as u64);
+            p.process(e, now, &mut out, &mut dropped);
+        }
+        p.flush_due(now + Duration::from_secs(1), &mut out);
+        // A line after the timeout starts a block with the first line's time and labels.
+        let e = Entry::new(Timestamp::from_nanos(5), "c", labels("x"), 2);
+        p.process(e, now + Duration::from_secs(2), &mut out, &mut dropped);
+        let e = Entry::new(Timestamp::from_nanos(6), "d", labels("x"), 3);
+        p.process(e, now + Duration::from_secs(2), &mut out, &mut dropped);
+        assert_eq!(p.next_deadline(), Some(now + Duration::from_secs(3)));
+        p.flush_all(&mut out);
+        let got: Vec<(&str, i64, u64)> = out
+            .iter()
+            .map(|e| (e.line.as_str(), e.timestamp.0, e.origin))
+            .collect();
+        assert_eq!(got, [("START a\nb", 0, 1), ("c\nd", 0, 3)]);
+        // The lines merged into a block after its first come back for reuse.
+        p.take_spent(&mut spare);
+        assert_eq!(spare.len(), 3);
+        assert!(dropped.is_empty());
     }
 
     #[test]

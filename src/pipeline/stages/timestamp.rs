@@ -110,8 +110,13 @@ pub(crate) struct TimestampStage {
     source: String,
     formats: Vec<Format>,
     fudge: bool,
-    /// Last good timestamp per label set (bounded like Promtail's LRU of 10,000).
+    /// Last good timestamp per label set (bounded like Promtail's LRU of 10,000), but for the
+    /// label set in `recent`.
     last: HashMap<Labels, (Timestamp, u64)>,
+    /// The label set of the last good timestamp, with that timestamp and its tick: lines come
+    /// in runs of one stream, and comparing a label set with this one costs less than hashing
+    /// it for every line.
+    recent: Option<(Labels, Timestamp, u64)>,
     tick: u64,
 }
 
@@ -124,6 +129,7 @@ impl TimestampStage {
             formats,
             fudge,
             last: HashMap::new(),
+            recent: None,
             tick: 0,
         }
     }
@@ -151,12 +157,30 @@ impl TimestampStage {
         ))
     }
 
+    fn last_good(&self, labels: &Labels) -> Option<Timestamp> {
+        match &self.recent {
+            Some((recent, ts, _)) if recent == labels => Some(*ts),
+            _ => self.last.get(labels).map(|(ts, _)| *ts),
+        }
+    }
+
     fn remember(&mut self, labels: &Labels, ts: Timestamp) {
         self.tick += 1;
-        if let Some(slot) = self.last.get_mut(labels) {
-            *slot = (ts, self.tick);
+        if let Some((recent, last, tick)) = &mut self.recent
+            && recent == labels
+        {
+            (*last, *tick) = (ts, self.tick);
             return;
         }
+        // Another label set: it leaves the map (its key is reused) and the recent one goes in.
+        let key = match self.last.remove_entry(labels) {
+            Some((key, _)) => key,
+            None => labels.clone(),
+        };
+        if let Some((old, old_ts, old_tick)) = self.recent.take() {
+            self.last.insert(old, (old_ts, old_tick));
+        }
+        // The map now holds every label set known but this one.
         if self.last.len() >= MAX_LAST_KNOWN {
             // Forget the least recently used tenth.
             let mut ticks: Vec<u64> = self.last.values().map(|(_, t)| *t).collect();
@@ -165,7 +189,7 @@ impl TimestampStage {
             let limit = ticks[cut];
             self.last.retain(|_, (_, t)| *t > limit);
         }
-        self.last.insert(labels.clone(), (ts, self.tick));
+        self.recent = Some((key, ts, self.tick));
     }
 
     pub(crate) fn apply(&mut self, entry: &mut Entry) {
@@ -183,7 +207,7 @@ impl TimestampStage {
                     "timestamp stage"
                 );
                 if self.fudge
-                    && let Some((last, _)) = self.last.get(&entry.labels).copied()
+                    && let Some(last) = self.last_good(&entry.labels)
                 {
                     let ts = last.at(last.0.saturating_add(1));
                     entry.timestamp = ts;

@@ -1,6 +1,6 @@
 //! How glibc's allocator keeps memory, set once at start.
 //!
-//! logferry's memory is mostly data in flight: reads of up to 256 KiB handed from the tailer's
+//! logferry's memory is mostly data in flight: reads of up to 128 KiB handed from the tailer's
 //! thread to the outputs and freed there, batches and their compressed bodies. With glibc's
 //! defaults that costs half as much resident memory again as the data itself (measured on 1,000
 //! busy files: 16 MB of anonymous memory at the peak against 10.6 MB of peak heap), for two
@@ -10,7 +10,7 @@
 //!   writer;
 //! - after the first large block is freed, glibc raises its mmap threshold on its own, and the
 //!   trim threshold with it (to twice that), so freed memory up to 64 MiB may stay in the heap.
-//!   Fixed thresholds keep reads (at most 256 KiB) in the heap, where their memory is reused
+//!   Fixed thresholds keep reads (at most 128 KiB) in the heap, where their memory is reused
 //!   without new page faults, and give free memory at the top of the heap back once more than
 //!   1 MiB of it gathers. A lower trim threshold (256 KiB) was measured too: no less memory
 //!   within the noise, and twice the page faults (freed reads given back, then faulted in

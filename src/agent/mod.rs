@@ -37,9 +37,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
-/// Chunks waiting between the inputs and the outputs (each at most one read, 256 KiB). Four
-/// are a batch's worth (1 MiB): enough for reading to run ahead of shipping; more would only
-/// hold memory, since every chunk in flight is a read's buffer.
+/// Chunks waiting between the inputs and the outputs (each at most one read, 128 KiB): enough
+/// for reading to run ahead of shipping; more would only hold memory, since every chunk in
+/// flight is a read's buffer.
 const CHUNK_QUEUE: usize = 4;
 
 /// The shutdown deadline when `server.graceful_shutdown_timeout` is not set.

@@ -150,9 +150,10 @@ pub fn plan(config: &Config, print: bool, color: bool) -> Vec<OutputSpec> {
         .collect()
 }
 
-/// Chunks each output may hold queued (each at most one read, 256 KiB): with the batch being
-/// built and the request in flight, this bounds an output's memory. Four are a batch's worth
-/// (1 MiB), ready while the previous batch is in flight.
+/// Chunks each output may hold queued (each at most one read, 128 KiB): with the batch being
+/// built and the request in flight, this bounds an output's memory. Four are half a batch,
+/// ready while the previous batch is in flight; the tailer reads the rest in well under the
+/// time a request takes.
 pub const OUTPUT_QUEUE: usize = 4;
 
 /// An output as the fan-out sees it: its queue.

@@ -19,6 +19,8 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike};
 use chrono_tz::{OffsetComponents, OffsetName, Tz};
 use std::sync::OnceLock;
 
+mod rfc3339;
+
 /// Go's named layouts (those of the `time` package that Promtail accepts, and a few more).
 pub fn named_layout(name: &str) -> Option<&'static str> {
     Some(match name {
@@ -182,6 +184,8 @@ pub struct Layout {
     chunks: Vec<Chunk>,
     source: String,
     has_year: bool,
+    /// RFC3339 or RFC3339Nano, whose usual values [`rfc3339::parse`] reads directly.
+    rfc3339: bool,
 }
 
 fn starts(s: &[u8], i: usize, pat: &str) -> bool {
@@ -545,6 +549,10 @@ impl Layout {
             chunks,
             source: layout.to_string(),
             has_year: layout.contains("06"),
+            rfc3339: matches!(
+                layout,
+                "2006-01-02T15:04:05Z07:00" | "2006-01-02T15:04:05.999999999Z07:00"
+            ),
         }
     }
 
@@ -560,6 +568,16 @@ impl Layout {
 
     /// Parses `value` (`time.Parse` when `default` is UTC, else `time.ParseInLocation`).
     pub fn parse(&self, value: &str, default: &Zone) -> Result<Timestamp, String> {
+        if self.rfc3339
+            && let Some(ts) = rfc3339::parse(value)
+        {
+            // The value names its zone, so `default` has no say.
+            return Ok(ts);
+        }
+        self.parse_general(value, default)
+    }
+
+    fn parse_general(&self, value: &str, default: &Zone) -> Result<Timestamp, String> {
         self.parse_fields(value)?.resolve(default)
     }
 

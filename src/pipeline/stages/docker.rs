@@ -300,6 +300,45 @@ mod tests {
     }
 
     #[test]
+    fn bad_times_follow_their_own_stream() {
+        let line = |stream: &str, time: &str| {
+            format!(r#"{{"log":"x\n","stream":"{stream}","time":"{time}"}}"#)
+        };
+        let lines = [
+            line("stdout", "2024-01-01T00:00:01Z"),
+            line("stderr", "2024-01-01T00:00:02Z"),
+            line("stdout", "2024-01-01T00:00:03Z"),
+            line("stderr", "bad"),
+            line("stdout", "bad"),
+            line("stderr", "bad"),
+            line("other", "2024-01-01T00:00:10Z"),
+            line("stdout", "bad"),
+            line("stderr", "bad"),
+            line("other", "bad"),
+        ];
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (out, _) = crate::pipeline::tests::run_lines("- docker: {}", &lines);
+        let s = 1_704_067_200_000_000_000i64;
+        let got: Vec<i64> = out.iter().map(|e| e.timestamp.0 - s).collect();
+        let sec = 1_000_000_000;
+        assert_eq!(
+            got,
+            [
+                sec,
+                2 * sec,
+                3 * sec,
+                2 * sec + 1,
+                3 * sec + 1,
+                2 * sec + 2,
+                10 * sec,
+                3 * sec + 2,
+                2 * sec + 3,
+                10 * sec + 1,
+            ]
+        );
+    }
+
+    #[test]
     fn config_errors() {
         // An option of a later Promtail (or a typo) is ignored, with a warning.
         let out = crate::pipeline::tests::run_one(

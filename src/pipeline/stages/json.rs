@@ -32,6 +32,10 @@ pub(crate) struct JsonStage {
     /// When every expression is a plain key of the object (`log`, `level`), those keys in
     /// expression order: the line is then read for them alone (see [`pick_fields`]).
     fields: Option<Vec<String>>,
+    /// For each expression, the first one that names the same key (itself when none).
+    first_of: Vec<usize>,
+    /// What [`pick_fields`] read from the last line, kept for its buffers.
+    picks: Picks,
     source: Option<String>,
     drop_malformed: bool,
 }
@@ -62,25 +66,48 @@ impl JsonStage {
             .iter()
             .map(|(_, e)| is_plain_key(e.as_str()).then(|| e.as_str().to_string()))
             .collect();
+        let first_of = compiled
+            .iter()
+            .enumerate()
+            .map(|(i, (_, e))| {
+                compiled[..i]
+                    .iter()
+                    .position(|(_, f)| f.as_str() == e.as_str())
+                    .unwrap_or(i)
+            })
+            .collect();
         Ok(JsonStage {
             expressions: compiled,
             fields,
+            first_of,
+            picks: Picks::default(),
             source,
             drop_malformed,
         })
     }
 
-    pub(crate) fn apply(&self, entry: &mut Entry) -> Result<(), JsonFailure> {
+    pub(crate) fn apply(&mut self, entry: &mut Entry) -> Result<(), JsonFailure> {
         if let Some(fields) = &self.fields
             && self.source.is_none()
-            && let Ok(values) = pick_fields(&entry.line, fields)
+            && pick_fields(&entry.line, fields, &self.first_of, &mut self.picks).is_ok()
             // An object keeps the line's key order, which only the general path writes.
-            && !values.iter().any(|v| matches!(v, Picked::Object))
+            && !self.picks.values.iter().any(|v| matches!(v, Picked::Object))
         {
-            for ((name, _), value) in self.expressions.iter().zip(values) {
+            let picks = &mut self.picks;
+            for ((name, _), (value, text)) in self
+                .expressions
+                .iter()
+                .zip(picks.values.iter_mut().zip(&mut picks.texts))
+            {
                 match value {
-                    Picked::Text(s) => entry.extracted.set_text(name, &s),
-                    Picked::Other(v) => set_value(&mut entry.extracted, name, v),
+                    Picked::Line(a, b) => entry.extracted.set_text(name, &entry.line[*a..*b]),
+                    Picked::Text => {
+                        entry.extracted.set_text(name, text);
+                        if text.capacity() > MAX_KEPT_TEXT {
+                            *text = String::new();
+                        }
+                    }
+                    Picked::Other(v) => set_value(&mut entry.extracted, name, std::mem::take(v)),
                     Picked::Object => {}
                 }
             }
@@ -166,16 +193,30 @@ fn set_value(extracted: &mut crate::pipeline::Extracted, name: &str, value: Valu
     }
 }
 
+/// An unescaped value longer than this is not kept for the next line's.
+const MAX_KEPT_TEXT: usize = 64 * 1024;
+
 /// The values of top-level `keys` of a JSON object (null for a missing key, the last one for a
-/// repeated key, as JMESPath over the parsed object gives them), reading the rest of the
-/// object only to check it is valid JSON. An error means "take the general path", which then
-/// reports the problem the way it always does.
+/// repeated key, as JMESPath over the parsed object gives them) into `picks`, reading the rest
+/// of the object only to check it is valid JSON. An error means "take the general path", which
+/// then reports the problem the way it always does.
 ///
 /// Hand-written because building the whole document (every key and value of the line) and
 /// evaluating an expression tree per key is most of the cost of this stage on typical lines.
-fn pick_fields<'l>(line: &'l str, keys: &[String]) -> Result<Vec<Picked<'l>>, serde_json::Error> {
+/// Strings without escapes are kept as places in the line and the others in buffers of
+/// `picks`, so that a line costs no allocation once the first few have been read.
+fn pick_fields(
+    line: &str,
+    keys: &[String],
+    first_of: &[usize],
+    picks: &mut Picks,
+) -> Result<(), serde_json::Error> {
     use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
-    struct Pick<'k>(&'k [String]);
+    struct Pick<'a, 'l> {
+        keys: &'a [String],
+        line: &'l str,
+        picks: &'a mut Picks,
+    }
     /// Reads a key as the index of its first occurrence in the wanted keys, without copying it.
     struct Key<'k>(&'k [String]);
     impl<'de> Visitor<'de> for Key<'_> {
@@ -193,97 +234,133 @@ fn pick_fields<'l>(line: &'l str, keys: &[String]) -> Result<Vec<Picked<'l>>, se
             d.deserialize_str(self)
         }
     }
-    impl<'de> Visitor<'de> for Pick<'_> {
-        type Value = Vec<Picked<'de>>;
+    impl<'de> Visitor<'de> for Pick<'_, 'de> {
+        type Value = ();
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON object")
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Picked<'de>>, A::Error> {
-            let mut values: Vec<Picked<'de>> = vec![Picked::Other(Value::Null); self.0.len()];
-            while let Some(found) = map.next_key_seed(Key(self.0))? {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let Pick { keys, line, picks } = self;
+            while let Some(found) = map.next_key_seed(Key(keys))? {
                 match found {
                     Some(i) => {
-                        let v: Picked<'de> = map.next_value()?;
-                        // One key may be picked by several expressions.
-                        for (value, key) in values.iter_mut().zip(self.0).skip(i + 1) {
-                            if *key == self.0[i] {
-                                *value = v.clone();
-                            }
-                        }
-                        values[i] = v;
+                        let text = &mut picks.texts[i];
+                        picks.values[i] = map.next_value_seed(PickValue { line, text })?;
                     }
                     None => {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
             }
-            Ok(values)
+            Ok(())
         }
     }
-    impl<'de> DeserializeSeed<'de> for Pick<'_> {
-        type Value = Vec<Picked<'de>>;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Picked<'de>>, D::Error> {
+    impl<'de> DeserializeSeed<'de> for Pick<'_, 'de> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_map(self)
         }
     }
+    picks.values.clear();
+    picks
+        .values
+        .resize_with(keys.len(), || Picked::Other(Value::Null));
+    if picks.texts.len() < keys.len() {
+        picks.texts.resize_with(keys.len(), String::new);
+    }
     let mut de = serde_json::Deserializer::from_str(line);
-    let values = Pick(keys).deserialize(&mut de)?;
+    Pick { keys, line, picks }.deserialize(&mut de)?;
     de.end()?;
-    Ok(values)
+    // One key may be picked by several expressions: they all get its value.
+    for (j, &i) in first_of.iter().enumerate() {
+        if i != j {
+            picks.values[j] = picks.values[i].clone();
+            if matches!(picks.values[i], Picked::Text) {
+                let text = picks.texts[i].clone();
+                picks.texts[j] = text;
+            }
+        }
+    }
+    Ok(())
 }
 
-/// A value [`pick_fields`] selected: a string as it is in the line when it has no escapes.
+/// What [`pick_fields`] read, one value and one buffer per expression.
+#[derive(Default)]
+struct Picks {
+    values: Vec<Picked>,
+    /// The unescaped string of a [`Picked::Text`] value.
+    texts: Vec<String>,
+}
+
+/// A value [`pick_fields`] selected.
 #[derive(Clone)]
-enum Picked<'l> {
-    Text(std::borrow::Cow<'l, str>),
+enum Picked {
+    /// A string without escapes: the bytes of the line between these offsets.
+    Line(usize, usize),
+    /// A string with escapes, unescaped in the buffer of its expression.
+    Text,
     Other(Value),
     /// An object, not read: written from the line's text by the general path.
     Object,
 }
 
-impl<'de> Deserialize<'de> for Picked<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
-        use serde::de::{MapAccess, SeqAccess, Visitor};
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Picked<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Picked<'de>, E> {
-                Ok(Picked::Text(std::borrow::Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Picked<'de>, E> {
-                Ok(Picked::Text(std::borrow::Cow::Owned(s.to_string())))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Picked<'de>, E> {
-                Ok(Picked::Text(std::borrow::Cow::Owned(s)))
-            }
-            fn visit_bool<E>(self, b: bool) -> Result<Picked<'de>, E> {
-                Ok(Picked::Other(Value::Bool(b)))
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<Picked<'de>, E> {
-                Ok(Picked::Other(Value::from(n)))
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<Picked<'de>, E> {
-                Ok(Picked::Other(Value::from(n)))
-            }
-            fn visit_f64<E>(self, n: f64) -> Result<Picked<'de>, E> {
-                Ok(Picked::Other(Value::from(n)))
-            }
-            fn visit_unit<E>(self) -> Result<Picked<'de>, E> {
-                Ok(Picked::Other(Value::Null))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Picked<'de>, A::Error> {
-                Value::deserialize(SeqAccessDeserializer::new(seq)).map(Picked::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Picked<'de>, A::Error> {
-                serde::de::IgnoredAny::deserialize(MapAccessDeserializer::new(map))
-                    .map(|_| Picked::Object)
-            }
+/// Reads one value for [`pick_fields`].
+struct PickValue<'a, 'l> {
+    line: &'l str,
+    text: &'a mut String,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PickValue<'_, 'de> {
+    type Value = Picked;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Picked, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PickValue<'_, 'de> {
+    type Value = Picked;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Picked, E> {
+        let start = (s.as_ptr() as usize).wrapping_sub(self.line.as_ptr() as usize);
+        if start <= self.line.len() && s.len() <= self.line.len() - start {
+            return Ok(Picked::Line(start, start + s.len()));
         }
-        d.deserialize_any(V)
+        self.visit_str(s)
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Picked, E> {
+        self.text.clear();
+        self.text.push_str(s);
+        Ok(Picked::Text)
+    }
+    fn visit_string<E>(self, s: String) -> Result<Picked, E> {
+        *self.text = s;
+        Ok(Picked::Text)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Picked, E> {
+        Ok(Picked::Other(Value::Bool(b)))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Picked, E> {
+        Ok(Picked::Other(Value::from(n)))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Picked, E> {
+        Ok(Picked::Other(Value::from(n)))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Picked, E> {
+        Ok(Picked::Other(Value::from(n)))
+    }
+    fn visit_unit<E>(self) -> Result<Picked, E> {
+        Ok(Picked::Other(Value::Null))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Picked, A::Error> {
+        use serde::Deserialize;
+        Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(Picked::Other)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Picked, A::Error> {
+        use serde::Deserialize;
+        serde::de::IgnoredAny::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            .map(|_| Picked::Object)
     }
 }
 
@@ -456,6 +533,34 @@ mod tests {
         );
         assert_eq!(out.extracted["nested"], json!("y"));
         assert_eq!(out.extracted["first"], json!(1));
+    }
+
+    #[test]
+    fn plain_keys_over_many_lines() {
+        let yaml = "- json:\n    expressions: {a: a, b: a, c: c}";
+        let (out, _) = run_lines(
+            yaml,
+            &[
+                r#"{"a":"x\ty","c":"plain","a":"last\n"}"#,
+                r#"{"a":"\u00e9\u00e9","c":1}"#,
+                r#"{"a":"tail", "#,
+                r#"{"c":"q\"r","a":"y"}"#,
+                r#"{"c":"q"}"#,
+            ],
+        );
+        assert_eq!(out[0].extracted["a"], json!("last\n"));
+        assert_eq!(out[0].extracted["b"], json!("last\n"));
+        assert_eq!(out[0].extracted["c"], json!("plain"));
+        assert_eq!(out[1].extracted["a"], json!("\u{e9}\u{e9}"));
+        assert_eq!(out[1].extracted["b"], json!("\u{e9}\u{e9}"));
+        assert_eq!(out[1].extracted["c"], json!(1));
+        assert!(!out[2].extracted.contains_key("a"));
+        assert!(!out[2].extracted.contains_key("c"));
+        assert_eq!(out[3].extracted["a"], json!("y"));
+        assert_eq!(out[3].extracted["b"], json!("y"));
+        assert_eq!(out[3].extracted["c"], json!("q\"r"));
+        assert_eq!(out[4].extracted["a"], json!(null));
+        assert_eq!(out[4].extracted["c"], json!("q"));
     }
 
     #[test]

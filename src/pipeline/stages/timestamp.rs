@@ -111,16 +111,19 @@ pub(crate) struct TimestampStage {
     formats: Vec<Format>,
     fudge: bool,
     /// Last good timestamp per label set (bounded like Promtail's LRU of 10,000), but for the
-    /// label set in `recent`.
+    /// label sets in `recent`.
     last: HashMap<Labels, (Timestamp, u64)>,
-    /// The label set of the last good timestamp, with that timestamp and its tick: lines come
-    /// in runs of one stream, and comparing a label set with this one costs less than hashing
-    /// it for every line.
-    recent: Option<(Labels, Timestamp, u64)>,
+    /// The label sets of the last few good timestamps (the latest first), with their timestamp
+    /// and tick: lines come in runs of one stream, or alternate between a few (a container's
+    /// stdout and stderr, a `level` label), and comparing a label set with these costs less
+    /// than hashing it for every line.
+    recent: [Option<(Labels, Timestamp, u64)>; RECENT],
     tick: u64,
 }
 
 const MAX_LAST_KNOWN: usize = 10_000;
+/// How many label sets [`TimestampStage`] compares before it hashes.
+const RECENT: usize = 4;
 
 impl TimestampStage {
     pub(crate) fn new(source: String, formats: Vec<Format>, fudge: bool) -> TimestampStage {
@@ -129,7 +132,7 @@ impl TimestampStage {
             formats,
             fudge,
             last: HashMap::new(),
-            recent: None,
+            recent: Default::default(),
             tick: 0,
         }
     }
@@ -158,38 +161,52 @@ impl TimestampStage {
     }
 
     fn last_good(&self, labels: &Labels) -> Option<Timestamp> {
-        match &self.recent {
-            Some((recent, ts, _)) if recent == labels => Some(*ts),
-            _ => self.last.get(labels).map(|(ts, _)| *ts),
+        for (recent, ts, _) in self.recent.iter().flatten() {
+            if recent == labels {
+                return Some(*ts);
+            }
         }
+        self.last.get(labels).map(|(ts, _)| *ts)
     }
 
     fn remember(&mut self, labels: &Labels, ts: Timestamp) {
         self.tick += 1;
-        if let Some((recent, last, tick)) = &mut self.recent
-            && recent == labels
-        {
-            (*last, *tick) = (ts, self.tick);
-            return;
+        for i in 0..RECENT {
+            if let Some((recent, last, tick)) = &mut self.recent[i]
+                && recent == labels
+            {
+                (*last, *tick) = (ts, self.tick);
+                self.recent[..=i].rotate_right(1);
+                return;
+            }
         }
-        // Another label set: it leaves the map (its key is reused) and the recent one goes in.
+        // Another label set: it leaves the map (its key is reused), the oldest recent one goes
+        // in.
         let key = match self.last.remove_entry(labels) {
             Some((key, _)) => key,
             None => labels.clone(),
         };
-        if let Some((old, old_ts, old_tick)) = self.recent.take() {
+        if let Some((old, old_ts, old_tick)) = self.recent[RECENT - 1].take() {
             self.last.insert(old, (old_ts, old_tick));
         }
-        // The map now holds every label set known but this one.
-        if self.last.len() >= MAX_LAST_KNOWN {
+        // The map and the other recent ones now hold every label set known but this one.
+        let held = self.recent.iter().flatten().count();
+        if self.last.len() + held >= MAX_LAST_KNOWN {
             // Forget the least recently used tenth.
             let mut ticks: Vec<u64> = self.last.values().map(|(_, t)| *t).collect();
+            ticks.extend(self.recent.iter().flatten().map(|(_, _, t)| *t));
             let cut = ticks.len() / 10;
             ticks.select_nth_unstable(cut);
             let limit = ticks[cut];
             self.last.retain(|_, (_, t)| *t > limit);
+            for r in &mut self.recent {
+                if r.as_ref().is_some_and(|(_, _, t)| *t <= limit) {
+                    *r = None;
+                }
+            }
         }
-        self.recent = Some((key, ts, self.tick));
+        self.recent.rotate_right(1);
+        self.recent[0] = Some((key, ts, self.tick));
     }
 
     pub(crate) fn apply(&mut self, entry: &mut Entry) {
@@ -387,6 +404,32 @@ mod tests {
         // Nothing parsed yet: fudge keeps the read time.
         let (out, _) = run_lines(yaml, &["garbage b"]);
         assert_eq!(out[0].timestamp.0, 0);
+    }
+
+    #[test]
+    fn fudge_per_label_set_among_many() {
+        // Six label sets taking turns: more than are compared before hashing.
+        let yaml = "- docker: {}";
+        let mut lines = Vec::new();
+        for round in 0..3 {
+            for stream in 0..6 {
+                let time = if round == 0 {
+                    format!("2024-01-01T00:00:{:02}Z", 10 + stream)
+                } else {
+                    "bad".to_string()
+                };
+                lines.push(format!(
+                    r#"{{"log":"x\n","stream":"s{stream}","time":"{time}"}}"#
+                ));
+            }
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (out, _) = run_lines(yaml, &lines);
+        let start = 1_704_067_200 * S;
+        for (i, e) in out.iter().enumerate() {
+            let (round, stream) = (i as i64 / 6, i as i64 % 6);
+            assert_eq!(e.timestamp.0, start + (10 + stream) * S + round, "line {i}");
+        }
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub const LANES_ENV: &str = "LOGFERRY_STAGE_LANES";
 
 /// A target's stages: on the tailer's thread, or in lanes.
 enum Staged {
-    Here(TargetPipeline),
+    // Boxed: its state is a few hundred bytes, several times a handle on lanes.
+    Here(Box<TargetPipeline>),
     Lanes(Lanes),
 }
 
@@ -108,11 +109,11 @@ impl Dispatch {
             .map(|p| {
                 let p = p.filter(|p| !p.is_empty())?;
                 if lane_count < 2 || inspect || !p.splits_by_stream() {
-                    return Some(Staged::Here(TargetPipeline::new(p, inspect)));
+                    return Some(Staged::Here(Box::new(TargetPipeline::new(p, inspect))));
                 }
                 match Lanes::start(&p, lane_count, inspect, &sink) {
                     Some(lanes) => Some(Staged::Lanes(lanes)),
-                    None => Some(Staged::Here(TargetPipeline::new(p, inspect))),
+                    None => Some(Staged::Here(Box::new(TargetPipeline::new(p, inspect)))),
                 }
             })
             .collect();

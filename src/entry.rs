@@ -5,8 +5,10 @@
 //! line costs no allocation. Everything downstream works chunk by chunk.
 
 use crate::acknowledge::Ticket;
+use crate::budget::{Budget, Reservation};
 use crate::labels::LabelSet;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// A point in time: nanoseconds since the Unix epoch (what Loki's push API carries), and the
 /// UTC offset (seconds east) it was written with when a stage parsed it from a line, so that
@@ -129,6 +131,8 @@ pub struct Chunk {
     pub tenant: Option<Arc<str>>,
     /// Structured metadata of each line, when a pipeline set some; otherwise empty.
     pub metadata: Vec<Vec<(String, String)>>,
+    /// The chunk's share of the bytes in flight, given back when the chunk is dropped.
+    reservation: Option<Reservation>,
 }
 
 impl Chunk {
@@ -148,7 +152,13 @@ impl Chunk {
             lines,
             tenant: None,
             metadata: Vec::new(),
+            reservation: None,
         }
+    }
+
+    /// The memory the chunk holds, roughly: its text and line index.
+    fn bytes(&self) -> usize {
+        self.text.capacity() + self.lines.capacity() * std::mem::size_of::<Line>()
     }
 
     /// The structured metadata of line `index`.
@@ -167,5 +177,31 @@ impl Chunk {
     /// Bytes of line text in the chunk (what `batchsize` counts).
     pub fn line_bytes(&self) -> usize {
         self.lines.iter().map(|l| (l.end - l.start) as usize).sum()
+    }
+}
+
+/// Where inputs send chunks: the queue to the outputs, behind the [`Budget`] of bytes in flight.
+#[derive(Debug, Clone)]
+pub struct ChunkSender {
+    queue: mpsc::Sender<Chunk>,
+    budget: Arc<Budget>,
+}
+
+impl ChunkSender {
+    pub fn new(queue: mpsc::Sender<Chunk>, budget: Arc<Budget>) -> ChunkSender {
+        ChunkSender { queue, budget }
+    }
+
+    /// Sends a chunk from a thread outside the runtime, first waiting until its bytes fit in
+    /// the budget (backpressure). Fails, handing the chunk back, when the outputs are gone.
+    pub fn blocking_send(&self, mut chunk: Chunk) -> Result<(), mpsc::error::SendError<Chunk>> {
+        match self
+            .budget
+            .reserve(chunk.bytes(), || self.queue.is_closed())
+        {
+            Some(reservation) => chunk.reservation = Some(reservation),
+            None => return Err(mpsc::error::SendError(chunk)),
+        }
+        self.queue.blocking_send(chunk)
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod acknowledge;
 pub mod agent;
+pub mod budget;
 pub mod config;
 pub mod discover;
 pub mod entry;

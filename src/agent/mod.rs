@@ -20,8 +20,9 @@ mod plan;
 pub use plan::{Mode, Plan, origin};
 
 use crate::acknowledge::Acknowledger;
+use crate::budget::Budget;
 use crate::config::Config;
-use crate::entry::Chunk;
+use crate::entry::{Chunk, ChunkSender};
 use crate::input::{Ended, InputContext};
 use crate::metrics::Metrics;
 use crate::pipeline::CustomMetrics;
@@ -37,10 +38,26 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
-/// Chunks waiting between the inputs and the outputs (each at most one read, 128 KiB): enough
-/// for reading to run ahead of shipping; more would only hold memory, since every chunk in
-/// flight is a read's buffer.
-const CHUNK_QUEUE: usize = 4;
+/// Chunks waiting between the inputs and the outputs. Their memory is bounded by the budget
+/// of bytes in flight ([`in_flight_limit`]); the count only needs to be high enough for the
+/// small chunks of pipelines that split each read into many streams.
+const CHUNK_QUEUE: usize = 64;
+
+/// Bytes of chunks in flight, from the read to the last output's encoding (see
+/// [`crate::budget`]): twice the largest batch an output builds, so that one batch fills while
+/// the one before it is in flight, and at least 2 MiB.
+fn in_flight_limit(config: &Config) -> usize {
+    let largest = config
+        .clients
+        .iter()
+        .map(|c| c.batchsize.0)
+        .chain(config.elasticsearch.iter().map(|e| e.batch_size.0))
+        .max()
+        .unwrap_or(0);
+    usize::try_from(largest.saturating_mul(2))
+        .unwrap_or(usize::MAX)
+        .max(2 << 20)
+}
 
 /// The shutdown deadline when `server.graceful_shutdown_timeout` is not set.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -168,11 +185,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
 
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
+    let budget = Budget::new(in_flight_limit(&config));
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Ended>();
     let started = inputs::readiness(first_inputs.len(), ready.clone());
     let mut inputs = Inputs::new(InputContext {
         acks: acks.clone(),
-        chunks: chunk_tx,
+        chunks: ChunkSender::new(chunk_tx, budget.clone()),
         metrics: metrics.clone(),
         status: status.clone(),
         custom: custom.clone(),
@@ -214,6 +232,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             let outcome = reload_config(config_path.as_deref(), expand_env, current, outputs, inputs, mode, &custom);
             match &outcome {
                 Ok(()) => {
+                    budget.set_limit(in_flight_limit(current));
                     metrics.reload_success.inc();
                     metrics.last_reload_successful.set(1);
                     metrics.last_reload_success_time.set(unix_seconds(SystemTime::now()));

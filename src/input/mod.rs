@@ -21,7 +21,7 @@ pub mod syslog;
 
 use crate::acknowledge::Acknowledger;
 use crate::config::{Config, ConfigError};
-use crate::entry::Chunk;
+use crate::entry::ChunkSender;
 use crate::metrics::Metrics;
 use crate::pipeline::{CustomMetrics, Pipeline};
 use crate::status::StatusBoard;
@@ -58,7 +58,7 @@ pub struct InputContext {
     pub acks: Arc<Acknowledger>,
     /// Where chunks go; sending blocks while the outputs are full (backpressure). When it
     /// fails, the outputs are gone and the input stops.
-    pub chunks: mpsc::Sender<Chunk>,
+    pub chunks: ChunkSender,
     pub metrics: Arc<Metrics>,
     /// The `/targets` page.
     pub status: Arc<StatusBoard>,

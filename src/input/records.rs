@@ -352,7 +352,7 @@ mod tests {
         let (ended, _) = mpsc::unbounded_channel();
         let ctx = InputContext {
             acks,
-            chunks,
+            chunks: crate::entry::ChunkSender::new(chunks, crate::budget::Budget::unlimited()),
             metrics: Arc::new(Metrics::new()),
             status: Arc::new(StatusBoard::new()),
             custom: CustomMetrics::default(),

@@ -150,11 +150,11 @@ pub fn plan(config: &Config, print: bool, color: bool) -> Vec<OutputSpec> {
         .collect()
 }
 
-/// Chunks each output may hold queued (each at most one read, 128 KiB): with the batch being
-/// built and the request in flight, this bounds an output's memory. Four are half a batch,
-/// ready while the previous batch is in flight; the tailer reads the rest in well under the
-/// time a request takes.
-pub const OUTPUT_QUEUE: usize = 4;
+/// Chunks each output may hold queued. Their memory is bounded by the budget of bytes in
+/// flight (`crate::budget`), which chunks hold until every output has encoded them; the count
+/// only needs to be high enough for the small chunks of pipelines that split reads into many
+/// streams.
+pub const OUTPUT_QUEUE: usize = 64;
 
 /// An output as the fan-out sees it: its queue.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use super::file::TailedFile;
 use super::lines::Split;
 use super::pipelined::{self, TargetPipeline};
 use crate::acknowledge::{Acknowledger, SourceKey};
-use crate::entry::Chunk;
+use crate::entry::ChunkSender;
 use crate::labels::LabelSet;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::pipeline::Pipeline;
@@ -23,7 +23,6 @@ use lanes::{Lanes, Sink};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// Lanes per target at most, whatever the number of cores.
 const MAX_LANES: usize = 8;
@@ -46,7 +45,7 @@ pub(super) struct Dispatch {
     pipelines: Vec<Option<Staged>>,
     inspect: bool,
     acks: Arc<Acknowledger>,
-    out: mpsc::Sender<Chunk>,
+    out: ChunkSender,
     metrics: Arc<Metrics>,
     /// The outputs are gone (shutting down): nothing more can be delivered.
     stopped: bool,
@@ -57,7 +56,7 @@ pub(super) struct Dispatch {
 }
 
 impl Dispatch {
-    pub fn new(acks: Arc<Acknowledger>, out: mpsc::Sender<Chunk>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(acks: Arc<Acknowledger>, out: ChunkSender, metrics: Arc<Metrics>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let lanes = std::env::var(LANES_ENV)
             .ok()
@@ -243,7 +242,7 @@ fn finish(
     tp: &mut TargetPipeline,
     acks: &Acknowledger,
     metrics: &Metrics,
-    out: &mpsc::Sender<Chunk>,
+    out: &ChunkSender,
     stopped: &mut bool,
 ) {
     let mut chunks = Vec::new();

@@ -35,7 +35,7 @@ use crate::discover::DirStamps;
 use crate::discover::Targets;
 use crate::discover::meta::MetaCache;
 use crate::discover::watch::Watcher;
-use crate::entry::Chunk;
+use crate::entry::ChunkSender;
 use crate::metrics::Metrics;
 use crate::positions::FileId;
 use crate::status::{FileState, FileStatus, StatusBoard, unix_seconds};
@@ -56,7 +56,6 @@ const RESCAN_SETTLE: Duration = Duration::from_secs(1);
 
 /// How often, at most, the tailer publishes its files to the status page.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
-use tokio::sync::mpsc;
 
 /// How the tailer behaves; see the module docs.
 #[derive(Debug, Clone)]
@@ -146,7 +145,7 @@ impl Tailer {
         plan: TailPlan,
         inbox: Arc<Inbox>,
         acks: Arc<Acknowledger>,
-        out: mpsc::Sender<Chunk>,
+        out: ChunkSender,
         metrics: Arc<Metrics>,
     ) -> Tailer {
         let watcher = Watcher::start(inbox.clone());

@@ -15,7 +15,7 @@
 use super::super::lines::Split;
 use super::super::pipelined::TargetPipeline;
 use crate::acknowledge::{Acknowledger, SourceKey};
-use crate::entry::{Chunk, Timestamp};
+use crate::entry::{ChunkSender, Timestamp};
 use crate::labels::LabelSet;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// Reads a lane may have waiting.
 const QUEUE: usize = 2;
@@ -62,7 +61,7 @@ enum Msg {
 #[derive(Clone)]
 pub(super) struct Sink {
     pub acks: Arc<Acknowledger>,
-    pub out: mpsc::Sender<Chunk>,
+    pub out: ChunkSender,
     pub metrics: Arc<Metrics>,
     /// Set once the outputs are gone.
     pub stopped: Arc<AtomicBool>,
@@ -348,10 +347,10 @@ mod tests {
     #[test]
     fn files_in_lanes_keep_their_order_and_positions() {
         let acks = Arc::new(Acknowledger::new(Table::default()));
-        let (out, mut chunks) = mpsc::channel(1024);
+        let (out, mut chunks) = tokio::sync::mpsc::channel(1024);
         let sink = Sink {
             acks: acks.clone(),
-            out,
+            out: ChunkSender::new(out, crate::budget::Budget::unlimited()),
             metrics: Arc::new(Metrics::new()),
             stopped: Arc::new(AtomicBool::new(false)),
         };

@@ -38,16 +38,7 @@ use std::sync::{Arc, Mutex};
 
 /// Cases not compared, with the reason: differences that live outside the pipeline (the
 /// tailer and the printer), listed in docs/pipeline.md, and differences not resolved yet.
-const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
-    (
-        "sampling-one",
-        "logferry has the `sampling` stage of later Promtail versions; 2.8 refuses it",
-    ),
-    (
-        "template-encryptAES-absent",
-        "not yet: encryptAES (its output has a random IV, so it can never match byte for byte)",
-    ),
-];
+const KNOWN_DIFFERENCES: &[(&str, &str)] = &[];
 
 /// Case-name prefixes not compared yet, with the reason.
 const NOT_YET_PREFIXES: &[(&str, &str)] = &[];

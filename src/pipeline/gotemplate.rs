@@ -1565,6 +1565,8 @@ pub const FUNCTIONS: &[&str] = &[
     "sha256sum",
     "sha1sum",
     "adler32sum",
+    "encryptAES",
+    "decryptAES",
     "urlquery",
     "urlParse",
     "urlJoin",
@@ -2700,6 +2702,14 @@ fn call(name: &str, a: Vec<Value>, data: &dyn Data) -> R {
         "sha1sum" => {
             want(&a, 1)?;
             Value::str(hex(&super::sprig_extra::sha1(s(0)?.as_bytes())))
+        }
+        "encryptAES" => {
+            want(&a, 2)?;
+            Value::str(super::sprig_extra::encrypt_aes(&s(0)?, &s(1)?)?)
+        }
+        "decryptAES" => {
+            want(&a, 2)?;
+            Value::str(super::sprig_extra::decrypt_aes(&s(0)?, &s(1)?)?)
         }
         "adler32sum" => {
             want(&a, 1)?;

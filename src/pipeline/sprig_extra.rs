@@ -210,3 +210,112 @@ mod tests {
         assert_eq!(p.fragment, "frag");
     }
 }
+
+/// Sprig's AES key from a password: its bytes, cut or padded with zeros to 32 (AES-256).
+fn aes_key(password: &str) -> aes::Aes256 {
+    use aes::cipher::KeyInit;
+    let mut key = [0u8; 32];
+    let n = password.len().min(32);
+    key[..n].copy_from_slice(&password.as_bytes()[..n]);
+    aes::Aes256::new(&key.into())
+}
+
+const AES_BLOCK: usize = 16;
+
+/// Sprig's `encryptAES`: the text padded as PKCS#7, encrypted with AES-256-CBC under a random
+/// IV, and the IV and the ciphertext in standard base64. An empty text stays empty. The
+/// `aes` crate gives the block cipher; CBC chaining is a few XORs, done here.
+pub fn encrypt_aes(password: &str, text: &str) -> Result<String, String> {
+    use aes::cipher::BlockEncrypt;
+    use base64::Engine as _;
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    let cipher = aes_key(password);
+    let pad = AES_BLOCK - text.len() % AES_BLOCK;
+    let mut out = vec![0u8; AES_BLOCK];
+    getrandom::fill(&mut out).map_err(|e| format!("no random IV: {e}"))?;
+    out.extend_from_slice(text.as_bytes());
+    out.resize(out.len() + pad, pad as u8);
+    for at in (AES_BLOCK..out.len()).step_by(AES_BLOCK) {
+        let (before, block) = out.split_at_mut(at);
+        let block = &mut block[..AES_BLOCK];
+        for (b, p) in block.iter_mut().zip(&before[at - AES_BLOCK..]) {
+            *b ^= p;
+        }
+        cipher.encrypt_block(block.into());
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(out))
+}
+
+/// Sprig's `decryptAES`, the reverse of [`encrypt_aes`]. Where Go's version panics (fewer than
+/// two blocks, a partial block, a padding longer than the text) the template fails instead.
+/// The padding is not otherwise checked, as in Sprig: a wrong password gives garbage.
+pub fn decrypt_aes(password: &str, crypt64: &str) -> Result<String, String> {
+    use aes::cipher::BlockDecrypt;
+    use base64::Engine as _;
+    if crypt64.is_empty() {
+        return Ok(String::new());
+    }
+    let crypt = base64::engine::general_purpose::STANDARD
+        .decode(crypt64)
+        .map_err(|e| e.to_string())?;
+    if crypt.len() < AES_BLOCK {
+        return Err("ciphertext shorter than the IV".into());
+    }
+    let (iv, body) = crypt.split_at(AES_BLOCK);
+    if body.is_empty() || body.len() % AES_BLOCK != 0 {
+        return Err("crypto/cipher: input not full blocks".into());
+    }
+    let cipher = aes_key(password);
+    let mut plain = body.to_vec();
+    let mut previous = iv;
+    for (block, encrypted) in plain
+        .chunks_exact_mut(AES_BLOCK)
+        .zip(body.chunks_exact(AES_BLOCK))
+    {
+        cipher.decrypt_block(block.into());
+        for (b, p) in block.iter_mut().zip(previous) {
+            *b ^= p;
+        }
+        previous = encrypted;
+    }
+    let pad = usize::from(plain[plain.len() - 1]);
+    let end = plain
+        .len()
+        .checked_sub(pad)
+        .ok_or_else(|| "padding longer than the text".to_string())?;
+    Ok(String::from_utf8_lossy(&plain[..end]).into_owned())
+}
+
+#[cfg(test)]
+mod aes_tests {
+    use super::*;
+
+    #[test]
+    fn decrypts_what_sprig_encrypted_and_round_trips() {
+        // Made by Promtail 2.8's `encryptAES "k" "v"`.
+        assert_eq!(
+            decrypt_aes("k", "lktaaUTaQ047eIodIM5GlDaV2KOIeNbVZ0RhPwzPNmc=").unwrap(),
+            "v"
+        );
+        for text in [
+            "v",
+            "sixteen bytes!!!",
+            "ünïcode and more than two blocks of text",
+        ] {
+            let crypt = encrypt_aes("a password longer than thirty-two bytes", text).unwrap();
+            assert_ne!(
+                crypt,
+                encrypt_aes("a password longer than thirty-two bytes", text).unwrap()
+            );
+            assert_eq!(
+                decrypt_aes("a password longer than thirty-two bytes", &crypt).unwrap(),
+                text
+            );
+        }
+        assert_eq!(encrypt_aes("k", "").unwrap(), "");
+        assert!(decrypt_aes("k", "AAAA").is_err());
+        assert!(decrypt_aes("k", "!!").is_err());
+    }
+}

@@ -193,15 +193,18 @@ impl ChunkSender {
     }
 
     /// Sends a chunk from a thread outside the runtime, first waiting until its bytes fit in
-    /// the budget (backpressure). Fails, handing the chunk back, when the outputs are gone.
-    pub fn blocking_send(&self, mut chunk: Chunk) -> Result<(), mpsc::error::SendError<Chunk>> {
-        match self
+    /// the budget (backpressure). Fails when the outputs are gone; the chunk is dropped (its
+    /// lines were not acknowledged, so they are read again at the next start).
+    pub fn blocking_send(&self, mut chunk: Chunk) -> Result<(), OutputsGone> {
+        let reservation = self
             .budget
             .reserve(chunk.bytes(), || self.queue.is_closed())
-        {
-            Some(reservation) => chunk.reservation = Some(reservation),
-            None => return Err(mpsc::error::SendError(chunk)),
-        }
-        self.queue.blocking_send(chunk)
+            .ok_or(OutputsGone)?;
+        chunk.reservation = Some(reservation);
+        self.queue.blocking_send(chunk).map_err(|_| OutputsGone)
     }
 }
+
+/// The outputs stopped taking chunks (shutdown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputsGone;

@@ -31,10 +31,11 @@
 //!
 //! To regenerate the expected files from Promtail: `scripts/compat-regen` (see its header).
 
+mod common;
+
 use regex::Regex;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 /// Cases not compared, with the reason: differences that live outside the pipeline (the
 /// tailer and the printer), listed in docs/pipeline.md, and differences not resolved yet.
@@ -283,34 +284,11 @@ fn logferry_prints_what_promtail_printed() {
         .collect();
     assert!(names.len() >= 300, "corpus too small: {}", names.len());
     let only = std::env::var("COMPAT_CASE").ok();
-    let queue = Arc::new(Mutex::new(
-        names
-            .into_iter()
-            .filter(|n| only.as_ref().is_none_or(|o| n.starts_with(o.as_str())))
-            .collect::<Vec<_>>(),
-    ));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let queue = queue.clone();
-            let failures = failures.clone();
-            std::thread::spawn(move || {
-                loop {
-                    let Some(name) = queue.lock().unwrap().pop() else {
-                        break;
-                    };
-                    if let Err(e) = check(&name) {
-                        failures.lock().unwrap().push(e);
-                    }
-                }
-            })
-        })
+    let names: Vec<String> = names
+        .into_iter()
+        .filter(|n| only.as_ref().is_none_or(|o| n.starts_with(o.as_str())))
         .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
-    let mut failures = failures.lock().unwrap().clone();
-    failures.sort();
+    let failures = common::check_cases(names, 2, check);
     assert!(
         failures.is_empty(),
         "{} case(s) differ from Promtail:\n\n{}",

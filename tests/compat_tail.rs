@@ -30,7 +30,6 @@ use loki_receiver::{ReceivedEntry, Receiver};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Cases not compared, with the reason.
@@ -275,30 +274,8 @@ fn logferry_pushes_what_promtail_pushed() {
         .filter(|n| only.as_ref().is_none_or(|o| n.starts_with(o.as_str())))
         .collect();
     assert!(!names.is_empty(), "no case in tests/compat-tail");
-    let queue = Arc::new(Mutex::new(names));
-    let failures = Arc::new(Mutex::new(Vec::new()));
     // The cases mostly wait for the agent's batches: several at once keep the test short.
-    let workers: Vec<_> = (0..6)
-        .map(|_| {
-            let queue = queue.clone();
-            let failures = failures.clone();
-            std::thread::spawn(move || {
-                loop {
-                    let Some(name) = queue.lock().unwrap().pop() else {
-                        break;
-                    };
-                    if let Err(e) = check(&name) {
-                        failures.lock().unwrap().push(e);
-                    }
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
-    let mut failures = failures.lock().unwrap().clone();
-    failures.sort();
+    let failures = common::check_cases(names, 6, check);
     assert!(
         failures.is_empty(),
         "{} case(s) differ from Promtail:\n\n{}",

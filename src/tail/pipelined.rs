@@ -488,6 +488,18 @@ mod tests {
         )
     }
 
+    /// Feeds all of `text`, read from the start of the file, to `slot`.
+    fn feed_all(tp: &mut TargetPipeline, slot: u32, text: &str) {
+        let end = text.len() as u64;
+        tp.feed(
+            slot,
+            &split(text, end),
+            Timestamp::from_nanos(1),
+            end,
+            Instant::now(),
+        );
+    }
+
     fn split(text: &str, end: u64) -> Split {
         let mut s = Splitter::new(LineLimit {
             max: 1 << 20,
@@ -518,13 +530,7 @@ mod tests {
         tp.open(3, source, &LabelSet::new([("job", "j")]), 0);
         let metrics = Metrics::new();
         let text = "START a\n  more\nSTART b\n  tail\n";
-        tp.feed(
-            3,
-            &split(text, text.len() as u64),
-            Timestamp::from_nanos(1),
-            text.len() as u64,
-            Instant::now(),
-        );
+        feed_all(&mut tp, 3, text);
         let mut out = vec![];
         tp.finish(&acks, &metrics, &mut out);
         assert_eq!(out.len(), 1);
@@ -555,13 +561,7 @@ mod tests {
             // The first line is long as read but short once through the stages; the second
             // stays long, and é is two bytes: a cut at 7 would split one.
             let text = "short and then a long tail\nééééé tail\n";
-            tp.feed(
-                0,
-                &split(text, text.len() as u64),
-                Timestamp::from_nanos(1),
-                text.len() as u64,
-                Instant::now(),
-            );
+            feed_all(&mut tp, 0, text);
             let mut out = vec![];
             tp.finish(&acks, &metrics, &mut out);
             let lines: Vec<&str> = out
@@ -617,13 +617,7 @@ mod tests {
         );
         tp.open(0, source, &LabelSet::new([("job", "j")]), 0);
         let text = "info a x\nerror a y\ninfo b z\n";
-        tp.feed(
-            0,
-            &split(text, text.len() as u64),
-            Timestamp::from_nanos(1),
-            text.len() as u64,
-            Instant::now(),
-        );
+        feed_all(&mut tp, 0, text);
         let mut out = vec![];
         tp.finish(&acks, &Metrics::new(), &mut out);
         let got: Vec<(String, Option<String>, usize)> = out

@@ -621,3 +621,32 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// Runs `check` on every case name on `workers` threads (cases mostly wait for the binary) and
+/// returns the failures, sorted.
+pub fn check_cases(
+    names: Vec<String>,
+    workers: usize,
+    check: fn(&str) -> Result<(), String>,
+) -> Vec<String> {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(names));
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..workers)
+        .map(|_| {
+            let (queue, failures) = (queue.clone(), failures.clone());
+            std::thread::spawn(move || {
+                while let Some(name) = queue.lock().unwrap().pop() {
+                    if let Err(e) = check(&name) {
+                        failures.lock().unwrap().push(e);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut failures = failures.lock().unwrap().clone();
+    failures.sort();
+    failures
+}

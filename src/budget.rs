@@ -18,15 +18,27 @@ const RECHECK: Duration = Duration::from_millis(100);
 /// Bytes of chunks in flight, and their limit.
 #[derive(Debug)]
 pub struct Budget {
-    /// (bytes reserved, limit)
-    state: Mutex<(usize, usize)>,
+    state: Mutex<State>,
     freed: Condvar,
+}
+
+#[derive(Debug)]
+struct State {
+    reserved: usize,
+    limit: usize,
+    /// Inputs waiting for bytes: a chunk given back wakes them only if there are any, since
+    /// a wake-up is a system call and chunks are given back by the thousand per second.
+    waiting: usize,
 }
 
 impl Budget {
     pub fn new(limit: usize) -> Arc<Budget> {
         Arc::new(Budget {
-            state: Mutex::new((0, limit)),
+            state: Mutex::new(State {
+                reserved: 0,
+                limit,
+                waiting: 0,
+            }),
             freed: Condvar::new(),
         })
     }
@@ -38,13 +50,19 @@ impl Budget {
 
     /// Changes the limit (a reload changed the outputs' batch sizes).
     pub fn set_limit(&self, limit: usize) {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).1 = limit;
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .limit = limit;
         self.freed.notify_all();
     }
 
     /// Bytes reserved now.
     pub fn in_use(&self) -> usize {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).0
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reserved
     }
 
     /// Waits until `bytes` fit under the limit, then reserves them. A reservation larger than
@@ -57,9 +75,8 @@ impl Budget {
     ) -> Option<Reservation> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            let (used, limit) = *state;
-            if used == 0 || used.saturating_add(bytes) <= limit {
-                state.0 = used.saturating_add(bytes);
+            if state.reserved == 0 || state.reserved.saturating_add(bytes) <= state.limit {
+                state.reserved = state.reserved.saturating_add(bytes);
                 return Some(Reservation {
                     budget: self.clone(),
                     bytes,
@@ -68,11 +85,13 @@ impl Budget {
             if give_up() {
                 return None;
             }
+            state.waiting += 1;
             state = self
                 .freed
                 .wait_timeout(state, RECHECK)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.waiting -= 1;
         }
     }
 }
@@ -91,9 +110,12 @@ impl Drop for Reservation {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        state.0 = state.0.saturating_sub(self.bytes);
+        state.reserved = state.reserved.saturating_sub(self.bytes);
+        let wake = state.waiting > 0;
         drop(state);
-        self.budget.freed.notify_all();
+        if wake {
+            self.budget.freed.notify_all();
+        }
     }
 }
 

@@ -51,14 +51,7 @@ fn corpus() -> PathBuf {
 }
 
 fn cases() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(corpus())
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    common::case_names(&corpus())
 }
 
 struct Run {

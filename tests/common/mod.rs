@@ -650,3 +650,15 @@ pub fn check_cases(
     failures.sort();
     failures
 }
+
+/// The names of the case folders in `dir`, sorted.
+pub fn case_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}

@@ -34,9 +34,7 @@ impl LineLimit {
             }
         }
     }
-}
 
-impl LineLimit {
     /// The limit for reading the files of a target with stages, which apply the configured
     /// one to what leaves them: only the memory ceiling (or the configured limit when higher),
     /// truncating.

@@ -662,3 +662,24 @@ pub fn case_names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Runs `check` on the cases (only those starting with `$COMPAT_CASE` when it is set) on
+/// `workers` threads, and fails with every case that differs.
+pub fn assert_cases_match(
+    names: Vec<String>,
+    workers: usize,
+    check: fn(&str) -> Result<(), String>,
+) {
+    let only = std::env::var("COMPAT_CASE").ok();
+    let names: Vec<String> = names
+        .into_iter()
+        .filter(|n| only.as_ref().is_none_or(|o| n.starts_with(o.as_str())))
+        .collect();
+    let failures = check_cases(names, workers, check);
+    assert!(
+        failures.is_empty(),
+        "{} case(s) differ from Promtail:\n\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

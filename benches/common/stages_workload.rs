@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::loki_run::{Shipment, ship};
-use super::workload::thread_cpu;
+use super::workload::{floor_of, thread_cpu};
 
 /// Busy files, each read by the same target.
 pub const STAGE_FILES: usize = 4;
@@ -141,9 +141,10 @@ pub fn run(bytes: u64, shipping_floor: impl Fn(&[PathBuf], Encoding, Compression
         total as f64 / 1e6
     );
     // Both floors read the files first, which also warms the page cache.
-    let ship_floor =
-        shipping_floor(&paths, Encoding::Protobuf, Compression::Snappy).as_secs_f64() / gb;
-    let parse_floor = parsing_floor(&paths).as_secs_f64() / gb;
+    let ship_floor = floor_of(|| shipping_floor(&paths, Encoding::Protobuf, Compression::Snappy))
+        .as_secs_f64()
+        / gb;
+    let parse_floor = floor_of(|| parsing_floor(&paths)).as_secs_f64() / gb;
     println!(
         "floors, CPU-s/GB: shipping {ship_floor:.2}, parsing {parse_floor:.2}, sum {:.2}",
         ship_floor + parse_floor

@@ -25,6 +25,15 @@ pub fn amount(name: &str, full: u64, test: u64) -> u64 {
         .unwrap_or(full)
 }
 
+/// Times each floor is measured; the least CPU counts. A floor is what the work costs with
+/// nothing in the way, and on a shared machine one run of it moved by 40 % between runs.
+pub const FLOOR_RUNS: usize = 3;
+
+/// The least of [`FLOOR_RUNS`] measurements of a floor.
+pub fn floor_of(mut measure: impl FnMut() -> std::time::Duration) -> std::time::Duration {
+    (0..FLOOR_RUNS).map(|_| measure()).min().unwrap_or_default()
+}
+
 /// MiB to write: `LOGFERRY_BENCH_MB` or `default` (4 under `cargo test`).
 pub fn size_mb(default: u64) -> u64 {
     amount("LOGFERRY_BENCH_MB", default, 4)

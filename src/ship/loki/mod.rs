@@ -7,6 +7,7 @@
 
 use crate::acknowledge::Acknowledger;
 pub mod batch;
+mod compress;
 pub mod encode;
 
 use super::batching::aborted;
@@ -181,6 +182,15 @@ impl LokiClient {
         }
         let body = self.encoder.encode(&batch);
         let batch = batch.settlement();
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(host = %self.host, entries = batch.entries(), error = %e,
+                    "a batch could not be encoded; it is dropped");
+                self.drop_batch(&batch, "encode_failed");
+                return true;
+            }
+        };
         let host = HostLabel {
             host: self.host.clone(),
         };

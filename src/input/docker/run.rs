@@ -31,6 +31,12 @@ use tokio::sync::watch;
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// After an event, containers are listed at once and once more this much later. The event may
+/// come before a listing shows its effect, and a stream just connected may send its headers
+/// before the daemon subscribes it to events; either way a change would otherwise wait for
+/// `refresh_interval` (a minute by default). Seen as a renamed container keeping its old name.
+const EVENT_SETTLE: Duration = Duration::from_secs(1);
+
 pub struct Setup {
     pub key: String,
     pub job: ScrapeConfig,
@@ -108,6 +114,7 @@ pub fn run(setup: Setup, ctx: &InputContext) -> Result<(), InputError> {
     let interval = d.setup.sd.refresh_interval.0.max(Duration::from_secs(1));
     let mut announced = false;
     let mut failures = 0u32;
+    let mut settle_at: Option<Instant> = None;
     while !d.stopped() {
         let wait = match d.refresh() {
             Ok(()) => {
@@ -136,18 +143,26 @@ pub fn run(setup: Setup, ctx: &InputContext) -> Result<(), InputError> {
         if d.outputs_gone {
             break;
         }
+        let now = Instant::now();
         let soonest = d
             .tracked
             .values()
             .filter_map(|t| t.retry_at)
+            .chain(settle_at)
             .min()
-            .map(|at| at.saturating_duration_since(Instant::now()));
+            .map(|at| at.saturating_duration_since(now));
         match d
             .setup
             .woken
             .recv_timeout(soonest.map_or(wait, |s| s.min(wait)))
         {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => while d.setup.woken.try_recv().is_ok() {},
+            Ok(()) => {
+                while d.setup.woken.try_recv().is_ok() {}
+                settle_at = Some(Instant::now() + EVENT_SETTLE);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                settle_at = settle_at.filter(|at| *at > Instant::now());
+            }
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }

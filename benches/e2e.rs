@@ -34,7 +34,7 @@ mod stages_workload;
 mod workload;
 use chunks::{Read1, read_chunks};
 use loki_run::{Shipment, ship};
-use workload::{file_count, floor_of, make_files, size_mb, thread_cpu};
+use workload::{builds, file_count, floor_of, make_files, size_mb, thread_cpu};
 
 /// The floor: read, split and encode+compress the files as logferry's output would, with no
 /// sink. Returns CPU time.
@@ -95,16 +95,7 @@ fn shipping(mb: u64) {
         "{files} files, {lines} lines, {:.1} MB (nginx access and JSON app lines)",
         bytes as f64 / 1e6
     );
-    // Another build of logferry, run on the same files in the same run: how a change moved the
-    // figures, measured under the same load.
-    let mut binaries = vec![(String::new(), PathBuf::from(env!("CARGO_BIN_EXE_logferry")))];
-    if let Some(list) = std::env::var_os("LOGFERRY_BENCH_BASELINE") {
-        binaries.extend(
-            std::env::split_paths(&list)
-                .enumerate()
-                .map(|(i, b)| (format!(" (baseline {})", i + 1), b)),
-        );
-    }
+    let binaries = builds();
     println!(
         "{:<21} {:>10} {:>8} {:>9} {:>9} {:>9} {:>11} {:>7}",
         "encoding", "lines/s", "MB/s", "1st line", "CPU-s/GB", "peak RSS", "floor s/GB", "ratio"

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::loki_run::{Shipment, ship};
-use super::workload::{floor_of, thread_cpu};
+use super::workload::{builds, floor_of, thread_cpu};
 
 /// Busy files, each read by the same target.
 pub const STAGE_FILES: usize = 4;
@@ -150,41 +150,44 @@ pub fn run(bytes: u64, shipping_floor: impl Fn(&[PathBuf], Encoding, Compression
         ship_floor + parse_floor
     );
     println!(
-        "{:<12} {:>12} {:>9} {:>11} {:>9} {:>13}",
+        "{:<18} {:>12} {:>9} {:>11} {:>9} {:>13}",
         "cores", "lines/s", "MB/s", "CPU-s/GB", "peak RSS", "vs floors"
     );
-    let mut all_cores = 0.0;
-    for one_core in [false, true] {
-        // On all cores the stages run in as many lanes as there are cores.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let lanes = [("LOGFERRY_STAGE_LANES", cores.to_string())];
-        let run = ship(&Shipment {
-            binary: Path::new(env!("CARGO_BIN_EXE_logferry")),
-            name: if one_core { "stages-1" } else { "stages" },
-            dir: dir.path(),
-            glob: &glob,
-            lines,
-            client: "",
-            stages: &stages_yaml(),
-            one_core,
-            env: if one_core { &[] } else { &lanes },
-        });
-        let secs = run.wall.as_secs_f64();
-        let cpu_per_gb = run.cpu.as_secs_f64() / gb;
-        let rate = lines as f64 / secs;
-        println!(
-            "{:<12} {:>12.0} {:>9.1} {:>11.2} {:>7.1}MB {:>12.2}x",
-            if one_core { "1" } else { "all" },
-            rate,
-            total as f64 / 1e6 / secs,
-            cpu_per_gb,
-            run.peak_rss as f64 / (1 << 20) as f64,
-            cpu_per_gb / (ship_floor + parse_floor).max(1e-9)
-        );
-        if one_core {
-            println!("all cores / one core: {:.2}x", all_cores / rate);
-        } else {
-            all_cores = rate;
+    for (build, (which, binary)) in builds().into_iter().enumerate() {
+        let mut all_cores = 0.0;
+        for one_core in [false, true] {
+            // On all cores the stages run in as many lanes as there are cores.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let lanes = [("LOGFERRY_STAGE_LANES", cores.to_string())];
+            let run = ship(&Shipment {
+                binary: &binary,
+                // Its own positions file per run.
+                name: &format!("stages-{build}-{}", if one_core { "1" } else { "all" }),
+                dir: dir.path(),
+                glob: &glob,
+                lines,
+                client: "",
+                stages: &stages_yaml(),
+                one_core,
+                env: if one_core { &[] } else { &lanes },
+            });
+            let secs = run.wall.as_secs_f64();
+            let cpu_per_gb = run.cpu.as_secs_f64() / gb;
+            let rate = lines as f64 / secs;
+            println!(
+                "{:<18} {:>12.0} {:>9.1} {:>11.2} {:>7.1}MB {:>12.2}x",
+                format!("{}{which}", if one_core { "1" } else { "all" }),
+                rate,
+                total as f64 / 1e6 / secs,
+                cpu_per_gb,
+                run.peak_rss as f64 / (1 << 20) as f64,
+                cpu_per_gb / (ship_floor + parse_floor).max(1e-9)
+            );
+            if one_core {
+                println!("all cores / one core{which}: {:.2}x", all_cores / rate);
+            } else {
+                all_cores = rate;
+            }
         }
     }
 }

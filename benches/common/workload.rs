@@ -218,6 +218,21 @@ impl Rss {
     }
 }
 
+/// The builds to run, with the suffix their rows carry: this one, then each of
+/// `LOGFERRY_BENCH_BASELINE` (paths, `:`-separated): another build run on the same files in the
+/// same run, to see how a change moved the figures under the same load.
+pub fn builds() -> Vec<(String, std::path::PathBuf)> {
+    let mut builds = vec![(String::new(), env!("CARGO_BIN_EXE_logferry").into())];
+    if let Some(list) = std::env::var_os("LOGFERRY_BENCH_BASELINE") {
+        builds.extend(
+            std::env::split_paths(&list)
+                .enumerate()
+                .map(|(i, b)| (format!(" (baseline {})", i + 1), b)),
+        );
+    }
+    builds
+}
+
 /// The binary measured: this build's, or `LOGFERRY_BENCH_BIN` (an earlier build, to compare
 /// under the same conditions).
 pub fn logferry_bin() -> std::path::PathBuf {

@@ -296,6 +296,34 @@ impl<V: FromStrIn> FieldMap<V> {
     }
 }
 
+impl FieldMap<String> {
+    /// A quick hash of the pairs, eight bytes at a time: only to tell label sets apart before
+    /// comparing them (equal digests are still compared), so an adversarial collision costs a
+    /// comparison, nothing more. Cheaper than `Hash` with any `Hasher`: no call per field.
+    pub fn digest(&self) -> u64 {
+        fn mix(h: u64, word: u64) -> u64 {
+            (h ^ word)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(26)
+        }
+        let mut h: u64 = 0;
+        for (k, v) in self {
+            for text in [k, v] {
+                let mut words = text.as_bytes().chunks_exact(8);
+                for w in &mut words {
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(w);
+                    h = mix(h, u64::from_le_bytes(word));
+                }
+                let mut last = [0u8; 8];
+                last[..words.remainder().len()].copy_from_slice(words.remainder());
+                h = mix(h, u64::from_le_bytes(last) ^ (text.len() as u64) << 56);
+            }
+        }
+        h
+    }
+}
+
 impl<V: Clone> Clone for FieldMap<V> {
     fn clone(&self) -> Self {
         FieldMap {

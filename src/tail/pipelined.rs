@@ -68,31 +68,6 @@ struct Group {
     metadata: Vec<Vec<(String, String)>>,
 }
 
-/// A quick hash of the labels, eight bytes at a time: only to sort entries into groups (equal
-/// labels are still compared), so an adversarial collision costs a comparison, nothing more.
-fn digest(labels: &Labels) -> u64 {
-    fn mix(h: u64, word: u64) -> u64 {
-        (h ^ word)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(26)
-    }
-    let mut h: u64 = 0;
-    for (k, v) in labels {
-        for text in [k, v] {
-            let mut words = text.as_bytes().chunks_exact(8);
-            for w in &mut words {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(w);
-                h = mix(h, u64::from_le_bytes(word));
-            }
-            let mut last = [0u8; 8];
-            last[..words.remainder().len()].copy_from_slice(words.remainder());
-            h = mix(h, u64::from_le_bytes(last) ^ (text.len() as u64) << 56);
-        }
-    }
-    h
-}
-
 /// One file's lines on their way through the pipeline.
 #[derive(Debug)]
 struct Feed {
@@ -285,7 +260,7 @@ impl TargetPipeline {
             entry
                 .labels
                 .retain(|k, v| !k.starts_with("__") && !v.is_empty());
-            let d = digest(&entry.labels);
+            let d = entry.labels.digest();
             let used = &mut self.groups[..self.used];
             let group = match used.iter_mut().position(|g| {
                 g.digest == d && g.slot == slot && g.labels == entry.labels && g.tenant == tenant

@@ -407,6 +407,20 @@ mod tests {
         batch
     }
 
+    /// The request `batch` encodes to (protobuf, no external labels), checked to be byte for
+    /// byte what `prost` writes for the same message.
+    fn push_request(batch: &Batch) -> PushRequest {
+        let body = Encoder::new(Encoding::Protobuf, Compression::Snappy, BTreeMap::new())
+            .encode(batch)
+            .unwrap();
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&body.bytes)
+            .unwrap();
+        let req = PushRequest::decode(raw.as_slice()).unwrap();
+        assert_eq!(req.encode_to_vec(), raw);
+        req
+    }
+
     #[test]
     fn protobuf_matches_prost_and_groups_streams() {
         let acks = Acknowledger::new(Table::default());
@@ -468,14 +482,7 @@ mod tests {
         a.insert(1_000, huge.as_str());
         let b: Vec<&str> = lines[2_000..].iter().map(String::as_str).collect();
         let batch = batch_of(&acks, &[(&[("job", "a")], &a), (&[("job", "b")], &b)]);
-        let body = Encoder::new(Encoding::Protobuf, Compression::Snappy, BTreeMap::new())
-            .encode(&batch)
-            .unwrap();
-        let raw = snap::raw::Decoder::new()
-            .decompress_vec(&body.bytes)
-            .unwrap();
-        let req = PushRequest::decode(raw.as_slice()).unwrap();
-        assert_eq!(req.encode_to_vec(), raw);
+        let req = push_request(&batch);
         let sent: Vec<&str> = req.streams[0]
             .entries
             .iter()
@@ -517,13 +524,7 @@ mod tests {
         let c = Arc::new(c);
         let mut batch = Batch::default();
         batch.add(&c, 0, usize::MAX, Instant::now());
-        let body = Encoder::new(Encoding::Protobuf, Compression::Snappy, BTreeMap::new())
-            .encode(&batch)
-            .unwrap();
-        let raw = snap::raw::Decoder::new()
-            .decompress_vec(&body.bytes)
-            .unwrap();
-        let req = PushRequest::decode(raw.as_slice()).unwrap();
+        let req = push_request(&batch);
         let meta = &req.streams[0].entries[0].structured_metadata;
         assert_eq!(
             (meta[0].name.as_str(), meta[0].value.as_str()),
@@ -531,7 +532,6 @@ mod tests {
         );
         assert_eq!(meta[1].name, "empty");
         assert!(req.streams[0].entries[1].structured_metadata.is_empty());
-        assert_eq!(req.encode_to_vec(), raw);
         let body = Encoder::new(Encoding::Json, Compression::None, BTreeMap::new())
             .encode(&batch)
             .unwrap();

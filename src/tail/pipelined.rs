@@ -261,8 +261,7 @@ impl TargetPipeline {
                 .labels
                 .retain(|k, v| !k.starts_with("__") && !v.is_empty());
             let d = entry.labels.digest();
-            let used = &mut self.groups[..self.used];
-            let group = match used.iter_mut().position(|g| {
+            let group = match self.groups[..self.used].iter().position(|g| {
                 g.digest == d && g.slot == slot && g.labels == entry.labels && g.tenant == tenant
             }) {
                 Some(i) => &mut self.groups[i],

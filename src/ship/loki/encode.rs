@@ -3,10 +3,10 @@
 //! The protobuf encoder writes Loki's `PushRequest` wire format directly from the chunks' text
 //! (field by field, lengths computed first), so encoding costs one pass over the bytes and no
 //! allocation per line. `tests` checks it against `prost`-derived message types. Both encoders
-//! hand what they wrote to the [`Compressor`] every [`PIECE`] bytes or so.
+//! write into the [`Compressor`]'s piece and let it compress between entries.
 
 use super::batch::Batch;
-use super::compress::{CompressFailed, Compressor, PIECE};
+use super::compress::{CompressFailed, Compressor, put_varint};
 use crate::config::{Compression, Encoding};
 use crate::labels::LabelSet;
 use std::collections::{BTreeMap, HashMap};
@@ -27,8 +27,6 @@ pub struct Encoder {
     external_labels: BTreeMap<String, String>,
     /// Stream labels merged with the external labels, by the stream's own rendered labels.
     merged: HashMap<String, Arc<LabelSet>>,
-    /// Encoded bytes not yet compressed, kept for the next batch.
-    piece: Vec<u8>,
     compressor: Compressor,
 }
 
@@ -46,7 +44,6 @@ impl Encoder {
             encoding,
             external_labels,
             merged: HashMap::new(),
-            piece: Vec::new(),
             compressor: Compressor::new(encoding, compression),
         }
     }
@@ -94,21 +91,10 @@ impl Encoder {
     /// Encodes and compresses a batch.
     pub fn encode(&mut self, batch: &Batch) -> Result<Body, CompressFailed> {
         let streams = self.streams(batch);
-        let mut out = Out {
-            piece: std::mem::take(&mut self.piece),
-            compressor: &mut self.compressor,
-        };
-        out.piece.clear();
-        let written = match self.encoding {
-            Encoding::Protobuf => write_protobuf(batch, &streams, &mut out),
-            Encoding::Json => write_json(batch, &streams, &mut out),
-        };
-        let piece = std::mem::take(&mut out.piece);
-        // Keep the piece buffer for the next batch, unless one huge line made it huge.
-        if piece.capacity() <= 4 * PIECE {
-            self.piece = piece;
+        match self.encoding {
+            Encoding::Protobuf => write_protobuf(batch, &streams, &mut self.compressor)?,
+            Encoding::Json => write_json(batch, &streams, &mut self.compressor)?,
         }
-        written?;
         Ok(Body {
             bytes: self.compressor.finish()?,
             content_type: match self.encoding {
@@ -120,41 +106,8 @@ impl Encoder {
     }
 }
 
-/// Where the encoders write: a piece, handed to the compressor when it is full.
-struct Out<'a> {
-    piece: Vec<u8>,
-    compressor: &'a mut Compressor,
-}
-
-impl Out<'_> {
-    /// Compresses the piece if it is full (called between entries).
-    fn maybe_flush(&mut self) -> Result<(), CompressFailed> {
-        if self.piece.len() >= PIECE {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), CompressFailed> {
-        self.compressor.write(&self.piece)?;
-        self.piece.clear();
-        Ok(())
-    }
-}
-
 fn varint_len(v: u64) -> usize {
     prost::encoding::encoded_len_varint(v)
-}
-
-/// A protobuf varint. `prost::encoding::encode_varint` writes through `BufMut` and was not
-/// inlined: 6 % of the agent's time went to its calls, several per entry.
-#[inline]
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
 }
 
 /// Length of a `google.protobuf.Timestamp` body.
@@ -220,7 +173,7 @@ fn stream_len(batch: &Batch, labels: &[u8], parts: &[usize]) -> usize {
 fn write_protobuf(
     batch: &Batch,
     streams: &[(Arc<LabelSet>, Vec<usize>)],
-    out: &mut Out<'_>,
+    out: &mut Compressor,
 ) -> Result<(), CompressFailed> {
     // Snappy's header is the uncompressed length, so every length is known before writing.
     let lens: Vec<usize> = streams
@@ -231,10 +184,10 @@ fn write_protobuf(
         .iter()
         .map(|&len| 1 + varint_len(len as u64) + len)
         .sum();
-    out.compressor.begin(total);
+    out.begin(total);
     for ((labels, parts), stream_len) in streams.iter().zip(lens) {
         let labels = labels.rendered().as_bytes();
-        let buf = &mut out.piece;
+        let buf = out.piece();
         buf.push(0x0a);
         put_varint(buf, stream_len as u64);
         buf.push(0x0a);
@@ -244,7 +197,7 @@ fn write_protobuf(
             let part = &batch.parts[p];
             let text = part.chunk.text.as_bytes();
             for (i, line) in part.chunk.lines[part.lines.clone()].iter().enumerate() {
-                let buf = &mut out.piece;
+                let buf = out.piece();
                 let (secs, nanos) = split_ts(line.timestamp.0);
                 let len = (line.end - line.start) as usize;
                 let meta = part.chunk.metadata_of(part.lines.start + i);
@@ -276,18 +229,18 @@ fn write_protobuf(
                         }
                     }
                 }
-                out.maybe_flush()?;
+                out.flush_if_full()?;
             }
         }
     }
-    out.flush()
+    Ok(())
 }
 
 /// `{"streams":[{"stream":{"job":"x"},"values":[["<ns>","line"]]}]}`.
 fn write_json(
     batch: &Batch,
     streams: &[(Arc<LabelSet>, Vec<usize>)],
-    out: &mut Out<'_>,
+    out: &mut Compressor,
 ) -> Result<(), CompressFailed> {
     // Writing to a Vec cannot fail.
     let string = |buf: &mut Vec<u8>, s: &str| {
@@ -295,10 +248,10 @@ fn write_json(
     };
     // Formatting a timestamp with `write!` was a tenth of JSON encoding's time.
     let mut digits = itoa::Buffer::new();
-    out.compressor.begin(0);
-    out.piece.extend_from_slice(b"{\"streams\":[");
+    out.begin(0);
+    out.piece().extend_from_slice(b"{\"streams\":[");
     for (si, (labels, parts)) in streams.iter().enumerate() {
-        let buf = &mut out.piece;
+        let buf = out.piece();
         if si > 0 {
             buf.push(b',');
         }
@@ -316,7 +269,7 @@ fn write_json(
         for &p in parts {
             let part = &batch.parts[p];
             for (i, line) in part.chunk.lines[part.lines.clone()].iter().enumerate() {
-                let buf = &mut out.piece;
+                let buf = out.piece();
                 if !first {
                     buf.push(b',');
                 }
@@ -339,13 +292,13 @@ fn write_json(
                     buf.push(b'}');
                 }
                 buf.push(b']');
-                out.maybe_flush()?;
+                out.flush_if_full()?;
             }
         }
-        out.piece.extend_from_slice(b"]}");
+        out.piece().extend_from_slice(b"]}");
     }
-    out.piece.extend_from_slice(b"]}");
-    out.flush()
+    out.piece().extend_from_slice(b"]}");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,7 +15,12 @@
 //!
 //! Then the `stages` workload (`common/stages_workload.rs`): nginx lines through `regex` →
 //! `labels` → `timestamp`, with its shipping and parsing floors, on all cores and on one.
-//! `cargo bench --bench e2e -- stages` runs only that one, `-- shipping` only the first.
+//! Then the same for the other pipelines users run (`common/cases.rs`), each with the shipping
+//! floor of its files and its own parsing floor: `stages-chain` (Docker lines → `regex` →
+//! `labels` → `timestamp` → `output`), `stages-docker-json`, `stages-cri-logfmt` and
+//! `stages-multiline` (Java stack traces).
+//! `cargo bench --bench e2e -- stages` runs all the pipelines, `-- stages-cri` one of them,
+//! `-- shipping` only the first.
 
 use logferry::config::{Compression, Encoding};
 use logferry::ship::loki::batch::Batch;
@@ -24,6 +29,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+#[path = "common/cases.rs"]
+mod cases;
 #[path = "common/chunks.rs"]
 mod chunks;
 #[path = "common/loki_run.rs"]
@@ -77,6 +84,11 @@ fn main() {
     }
     if wanted("stages") {
         stages_workload::run(mb << 20, floor);
+    }
+    for case in ["chain", "docker-json", "cri-logfmt", "multiline"] {
+        if wanted(&format!("stages-{case}")) {
+            stages_workload::run_case(case, mb << 20, floor);
+        }
     }
 }
 

@@ -237,3 +237,55 @@ fn relabel_rules_choose_files_and_kubernetes_paths_give_pod_labels() {
     );
     assert_eq!(e.label("stream"), Some("stdout"));
 }
+
+/// Stages that copy lines into chunks of their own (here `multiline`) must still let batches
+/// fill: with `batchwait` far away, every line arrives because batches are sent full, not
+/// because the wait ran out.
+#[test]
+fn batches_fill_behind_a_multiline_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let loki = Receiver::start();
+    let file = dir.path().join("app.log");
+    let mut text = String::new();
+    let mut blocks = 0;
+    while text.len() < 6 << 20 {
+        text.push_str(&format!(
+            "2024-03-21 10:00:00,{:03} INFO  [main] com.example.App - order {blocks} placed\n",
+            blocks % 1000
+        ));
+        if blocks % 5 == 4 {
+            text.push_str("java.lang.IllegalStateException: already shipped\n");
+            for frame in ["a.B.c(B.java:118)", "d.E.f(E.java:57)", "g.H.i(H.java:580)"] {
+                text.push_str(&format!("\tat {frame}\n"));
+            }
+        }
+        blocks += 1;
+    }
+    // The last block is released by the next first line.
+    text.push_str("2024-03-21 10:00:01,000 INFO  [main] com.example.App - the end\n");
+    std::fs::write(&file, &text).unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server: {{http_listen_port: 0}}\npositions: {{filename: '{}'}}\nclients:\n  - url: {}\n    batchwait: 10m\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - labels: {{job: app, __path__: '{}'}}\n    pipeline_stages:\n      - multiline:\n          firstline: '^\\d{{4}}-\\d{{2}}-\\d{{2}} '\n          max_wait_time: 10m\n",
+            dir.path().join("positions.yaml").display(),
+            loki.url(),
+            file.display()
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::start(&cfg);
+    // Five batches of (just under) 1 MiB; the rest waits for more lines, or for the end.
+    assert!(
+        wait_until(SOON, || loki.stats().line_bytes >= 9 << 19),
+        "{} bytes of lines arrived: batches did not fill",
+        loki.stats().line_bytes
+    );
+    agent.stop();
+    let entries = loki.entries();
+    assert_eq!(
+        entries[4].line,
+        "2024-03-21 10:00:00,004 INFO  [main] com.example.App - order 4 placed\njava.lang.IllegalStateException: already shipped\n\tat a.B.c(B.java:118)\n\tat d.E.f(E.java:57)\n\tat g.H.i(H.java:580)"
+    );
+}

@@ -7,12 +7,17 @@
 //!
 //! It runs twice: on every core, and pinned to one core, so the figure of using the cores is
 //! measured on the same files.
+//!
+//! [`run_case`] does the same for the other pipelines users run (`common/cases.rs`): the
+//! Docker and CRI chains, and Java stack traces joined by `multiline`, each with the shipping
+//! floor of its files and its own parsing floor, run once with the default settings.
 
 use logferry::config::{Compression, Encoding};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::cases;
 use super::loki_run::{Shipment, ship};
 use super::workload::{builds, floor_of, thread_cpu};
 
@@ -189,5 +194,121 @@ pub fn run(bytes: u64, shipping_floor: impl Fn(&[PathBuf], Encoding, Compression
                 all_cores = rate;
             }
         }
+    }
+}
+
+/// Writes `STAGE_FILES` files of a case's entries totalling about `bytes`; returns their paths,
+/// and the number of entries the case's stages make of their lines.
+fn make_case_files(dir: &Path, case: &str, bytes: u64) -> (Vec<PathBuf>, u64) {
+    let mut entries = 0;
+    let mut paths = vec![];
+    let mut lines = Vec::new();
+    for i in 0..STAGE_FILES {
+        let path = dir.join(format!("{case}-{i}.log"));
+        let mut out = BufWriter::new(std::fs::File::create(&path).expect("create bench file"));
+        let mut written = 0u64;
+        while written < bytes / STAGE_FILES as u64 {
+            lines.clear();
+            cases::entry_lines(case, entries as usize, &mut lines);
+            for line in &lines {
+                out.write_all(line.as_bytes()).expect("write bench file");
+                out.write_all(b"\n").expect("write bench file");
+                written += line.len() as u64 + 1;
+            }
+            entries += 1;
+        }
+        out.flush().expect("flush bench file");
+        paths.push(path);
+    }
+    (paths, entries)
+}
+
+/// A case's parsing floor: its parser over every line of the files, on this thread. Returns
+/// CPU time.
+fn case_parsing_floor(case: &str, paths: &[PathBuf]) -> Duration {
+    let mut parse = cases::parser(case);
+    let start = thread_cpu();
+    let (mut lines, mut parsed) = (0usize, 0usize);
+    let mut line = String::new();
+    for path in paths {
+        let mut file = BufReader::with_capacity(
+            256 * 1024,
+            std::fs::File::open(path).expect("open bench file"),
+        );
+        loop {
+            line.clear();
+            if file.read_line(&mut line).expect("read bench file") == 0 {
+                break;
+            }
+            parsed += parse(line.trim_end_matches('\n'));
+            lines += 1;
+        }
+    }
+    let cpu = thread_cpu() - start;
+    assert_eq!(
+        parsed, lines,
+        "{case}: the floor's parser failed on some lines"
+    );
+    cpu
+}
+
+/// Runs a case of `common/cases.rs` on about `bytes` of its lines and prints its figures and
+/// floors.
+pub fn run_case(
+    case: &str,
+    bytes: u64,
+    shipping_floor: impl Fn(&[PathBuf], Encoding, Compression) -> Duration,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (paths, entries) = make_case_files(dir.path(), case, bytes);
+    let total: u64 = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let gb = total as f64 / 1e9;
+    let glob = format!("{}/{case}-*.log", dir.path().display());
+    println!(
+        "\nstages-{case}: {STAGE_FILES} files, {entries} entries, {:.1} MB",
+        total as f64 / 1e6
+    );
+    let ship_floor = floor_of(|| shipping_floor(&paths, Encoding::Protobuf, Compression::Snappy))
+        .as_secs_f64()
+        / gb;
+    let parse_floor = floor_of(|| case_parsing_floor(case, &paths)).as_secs_f64() / gb;
+    println!(
+        "floors, CPU-s/GB: shipping {ship_floor:.2}, parsing {parse_floor:.2}, sum {:.2}",
+        ship_floor + parse_floor
+    );
+    println!(
+        "{:<18} {:>12} {:>9} {:>11} {:>9} {:>13}",
+        "build", "entries/s", "MB/s", "CPU-s/GB", "peak RSS", "vs floors"
+    );
+    let stages: String = cases::stages_yaml(case)
+        .lines()
+        .map(|l| format!("      {l}\n"))
+        .collect();
+    for (build, (which, binary)) in builds().into_iter().enumerate() {
+        let run = ship(&Shipment {
+            binary: &binary,
+            name: &format!("{case}-{build}"),
+            dir: dir.path(),
+            glob: &glob,
+            lines: entries,
+            client: "",
+            stages: &format!("    pipeline_stages:\n{stages}"),
+            one_core: false,
+            env: &[],
+        });
+        let secs = run.wall.as_secs_f64();
+        let cpu_per_gb = run.cpu.as_secs_f64() / gb;
+        println!(
+            "{:<18} {:>12.0} {:>9.1} {:>11.2} {:>7.1}MB {:>12.2}x",
+            format!("default{which}"),
+            entries as f64 / secs,
+            total as f64 / 1e6 / secs,
+            cpu_per_gb,
+            run.peak_rss as f64 / (1 << 20) as f64,
+            cpu_per_gb / (ship_floor + parse_floor).max(1e-9)
+        );
     }
 }

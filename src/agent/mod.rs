@@ -153,11 +153,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (abort_tx, abort_rx) = watch::channel(false);
     let (publish, outputs_rx) = watch::channel(Vec::new());
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<OutputError>(1);
+    let budget = Budget::new(in_flight_limit(&config));
     let mut outputs = OutputSet::new(
         OutputContext {
             acks: acks.clone(),
             metrics: metrics.clone(),
             status: status.clone(),
+            starved: budget.starved(),
         },
         publish,
         abort_rx.clone(),
@@ -185,7 +187,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
 
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
-    let budget = Budget::new(in_flight_limit(&config));
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Ended>();
     let started = inputs::readiness(first_inputs.len(), ready.clone());
     let mut inputs = Inputs::new(InputContext {

@@ -32,12 +32,14 @@
 mod fieldmap;
 pub mod gotemplate;
 pub mod gotime;
+mod metadata;
 mod metrics;
 mod sprig_extra;
 mod stages;
 mod value;
 
 pub use fieldmap::{Extracted, FieldMap, Labels};
+pub use metadata::Metadata;
 pub use metrics::CustomMetrics;
 pub use value::{get_float, get_string, go_json_string};
 
@@ -60,7 +62,7 @@ pub struct Entry {
     /// Promtail's extracted map; starts with the entry's labels as strings. Parsing stages add
     /// strings, numbers, booleans and nulls.
     pub extracted: Extracted,
-    pub structured_metadata: BTreeMap<String, String>,
+    pub structured_metadata: Metadata,
     /// An opaque tag. A stage that merges entries gives the result the origin of the last entry
     /// merged into it; stages never invent origins.
     pub origin: u64,
@@ -91,7 +93,7 @@ impl Entry {
             line: line.into(),
             labels,
             extracted,
-            structured_metadata: BTreeMap::new(),
+            structured_metadata: Metadata::default(),
             origin,
         }
     }

@@ -591,3 +591,16 @@ fn parsers_never_panic() {
         let _ = stages::parse_selector(&s);
     }
 }
+
+/// An entry is moved several times per line (into each stage and out, into the output list,
+/// back to the spare ones); up to 128 bytes, a move is copied inline, beyond it is a call to
+/// `memcpy` each time (see the fields of `FieldMap`).
+#[test]
+fn an_entry_moves_without_a_call_to_memcpy() {
+    assert!(
+        std::mem::size_of::<Entry>() <= 128,
+        "an entry is {} bytes",
+        std::mem::size_of::<Entry>()
+    );
+    assert!(std::mem::size_of::<Flow>() <= 128);
+}

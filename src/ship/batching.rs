@@ -1,6 +1,7 @@
 //! The loop every batching output runs: gather chunks from the queue into a batch, send it
 //! when it is full, when its oldest entry waited `batch_wait`, when the next chunk cannot join
-//! it, or when the queue closes; stop at once on abort.
+//! it, when the inputs wait for memory held by chunks (no more lines can come before the batch
+//! goes; see `crate::budget`), or when the queue closes; stop at once on abort.
 //!
 //! Outputs differ in what a batch is and how it is sent (Loki's push API, Elasticsearch's
 //! `_bulk`), not in when: that part is here once.
@@ -9,7 +10,7 @@ use crate::entry::Chunk;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// An output that sends chunks in batches.
 pub trait Batching: Send {
@@ -42,11 +43,11 @@ pub trait Batching: Send {
 
 /// Batches and sends chunks until the queue closes (then sends what it holds) or `abort`
 /// turns true (then stops at once; what was not delivered stays unsettled).
-pub async fn run<O: Batching>(
-    mut output: O,
-    mut queue: mpsc::Receiver<Arc<Chunk>>,
-    abort: watch::Receiver<bool>,
-) {
+pub async fn run<O: Batching>(mut output: O, inbox: super::Inbox, abort: watch::Receiver<bool>) {
+    let super::Inbox {
+        chunks: mut queue,
+        mut starved,
+    } = inbox;
     let mut batch = output.empty_batch();
     let mut rest: Option<(Arc<Chunk>, usize)> = None;
     loop {
@@ -77,6 +78,14 @@ pub async fn run<O: Batching>(
                             return;
                         }
                     },
+                    // After the queue: what is queued joins the batch first.
+                    true = starving(&mut starved), if !output.is_empty(&batch) => {
+                        let held = std::mem::replace(&mut batch, output.empty_batch());
+                        if !output.send(held, &abort).await {
+                            return;
+                        }
+                        continue;
+                    }
                     () = sleep_until(due) => {
                         let due = std::mem::replace(&mut batch, output.empty_batch());
                         if !output.send(due, &abort).await {
@@ -95,6 +104,11 @@ pub async fn run<O: Batching>(
             }
         }
     }
+}
+
+/// Resolves (true) once an input waits for memory; false if the budget is gone.
+async fn starving(starved: &mut watch::Receiver<bool>) -> bool {
+    starved.wait_for(|s| *s).await.is_ok()
 }
 
 /// Resolves once `abort` is true; never, if its sender is gone.

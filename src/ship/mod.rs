@@ -47,6 +47,9 @@ pub struct OutputContext {
     pub metrics: Arc<Metrics>,
     /// The `/targets` page; outputs report their state under their key.
     pub status: Arc<StatusBoard>,
+    /// True while an input waits for the budget of bytes in flight ([`crate::budget`]): a
+    /// batch should not wait for lines that cannot come.
+    pub starved: watch::Receiver<bool>,
 }
 
 /// A running output's future.
@@ -67,11 +70,14 @@ pub trait Output: Send + 'static {
     fn name(&self) -> String;
 
     /// Runs the output until its queue closes or `abort` turns true.
-    fn run(
-        self: Box<Self>,
-        queue: mpsc::Receiver<Arc<Chunk>>,
-        abort: watch::Receiver<bool>,
-    ) -> OutputTask;
+    fn run(self: Box<Self>, inbox: Inbox, abort: watch::Receiver<bool>) -> OutputTask;
+}
+
+/// What comes to a running output: its chunks, and whether the inputs are waiting for their
+/// memory to be given back (so that nothing is held for a fuller batch meanwhile).
+pub struct Inbox {
+    pub chunks: mpsc::Receiver<Arc<Chunk>>,
+    pub starved: watch::Receiver<bool>,
 }
 
 /// One output as the config describes it: compared across reloads (an unchanged output

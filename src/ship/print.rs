@@ -82,9 +82,11 @@ impl super::Output for Printer {
 
     fn run(
         self: Box<Self>,
-        queue: mpsc::Receiver<Arc<Chunk>>,
+        inbox: super::Inbox,
         _abort: tokio::sync::watch::Receiver<bool>,
     ) -> super::OutputTask {
+        // Every chunk is printed as it comes: nothing is held back, so starving is no matter.
+        let queue = inbox.chunks;
         // Writing to standard output blocks; it gets a thread of its own. Abort needs nothing:
         // the printer never waits on anything but its queue and the terminal.
         Box::pin(async move {

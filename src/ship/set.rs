@@ -4,7 +4,7 @@
 //! and started; removed ones lose their place in the fan-out's list, so their queue closes and
 //! they finish with what they hold. Nothing changes if any new output cannot be built.
 
-use super::{OUTPUT_QUEUE, OutputContext, OutputError, OutputHandle, OutputSpec};
+use super::{Inbox, OUTPUT_QUEUE, OutputContext, OutputError, OutputHandle, OutputSpec};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -81,7 +81,11 @@ impl OutputSet {
                 name: output.name(),
                 queue: tx,
             };
-            let (fatal, task) = (self.fatal.clone(), output.run(rx, self.abort.clone()));
+            let inbox = Inbox {
+                chunks: rx,
+                starved: self.ctx.starved.clone(),
+            };
+            let (fatal, task) = (self.fatal.clone(), output.run(inbox, self.abort.clone()));
             self.tasks.push(tokio::spawn(async move {
                 if let Err(e) = task.await {
                     let _ = fatal.try_send(e);

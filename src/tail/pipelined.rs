@@ -293,11 +293,9 @@ impl TargetPipeline {
             group.text.push_str(&entry.line);
             if !entry.structured_metadata.is_empty() {
                 group.metadata.resize_with(group.lines.len(), Vec::new);
-                group.metadata.push(
-                    std::mem::take(&mut entry.structured_metadata)
-                        .into_iter()
-                        .collect(),
-                );
+                group
+                    .metadata
+                    .push(entry.structured_metadata.take().into_iter().collect());
             }
             group.lines.push(Line {
                 start,

@@ -26,7 +26,7 @@ use client::{Answer, BulkClient};
 use document::Renderer;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// An `elasticsearch:` entry that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -411,11 +411,11 @@ impl crate::ship::Output for ElasticOutput {
 
     fn run(
         self: Box<Self>,
-        queue: mpsc::Receiver<Arc<Chunk>>,
+        inbox: crate::ship::Inbox,
         abort: watch::Receiver<bool>,
     ) -> crate::ship::OutputTask {
         Box::pin(async move {
-            crate::ship::batching::run(*self, queue, abort).await;
+            crate::ship::batching::run(*self, inbox, abort).await;
             Ok(())
         })
     }

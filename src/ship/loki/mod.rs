@@ -23,7 +23,7 @@ use reqwest::header::{
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// A client config that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -399,11 +399,11 @@ impl super::Output for LokiClient {
 
     fn run(
         self: Box<Self>,
-        queue: mpsc::Receiver<Arc<Chunk>>,
+        inbox: super::Inbox,
         abort: watch::Receiver<bool>,
     ) -> super::OutputTask {
         Box::pin(async move {
-            super::batching::run(*self, queue, abort).await;
+            super::batching::run(*self, inbox, abort).await;
             Ok(())
         })
     }

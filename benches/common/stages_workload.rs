@@ -131,29 +131,45 @@ fn stages_yaml() -> String {
     )
 }
 
+fn total_size(paths: &[PathBuf]) -> u64 {
+    paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+/// Measures the shipping and the parsing floor of `paths` (`gb` in all), each the least of a
+/// few runs, and prints them; returns their sum in CPU-s per GB. Both read the files first,
+/// which also warms the page cache.
+fn floors(
+    paths: &[PathBuf],
+    gb: f64,
+    shipping_floor: impl Fn(&[PathBuf], Encoding, Compression) -> Duration,
+    parsing_floor: impl Fn() -> Duration,
+) -> f64 {
+    let ship = floor_of(|| shipping_floor(paths, Encoding::Protobuf, Compression::Snappy))
+        .as_secs_f64()
+        / gb;
+    let parse = floor_of(parsing_floor).as_secs_f64() / gb;
+    println!(
+        "floors, CPU-s/GB: shipping {ship:.2}, parsing {parse:.2}, sum {:.2}",
+        ship + parse
+    );
+    ship + parse
+}
+
 /// Runs the workload on about `bytes` of nginx lines and prints its figures and floors.
 pub fn run(bytes: u64, shipping_floor: impl Fn(&[PathBuf], Encoding, Compression) -> Duration) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (paths, lines) = make_nginx_files(dir.path(), bytes);
-    let total: u64 = paths
-        .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum();
+    let total = total_size(&paths);
     let gb = total as f64 / 1e9;
     let glob = format!("{}/nginx-*.log", dir.path().display());
     println!(
         "\nstages: regex (8 groups) → labels (method, status) → timestamp (time_local); {STAGE_FILES} files, {lines} lines, {:.1} MB",
         total as f64 / 1e6
     );
-    // Both floors read the files first, which also warms the page cache.
-    let ship_floor = floor_of(|| shipping_floor(&paths, Encoding::Protobuf, Compression::Snappy))
-        .as_secs_f64()
-        / gb;
-    let parse_floor = floor_of(|| parsing_floor(&paths)).as_secs_f64() / gb;
-    println!(
-        "floors, CPU-s/GB: shipping {ship_floor:.2}, parsing {parse_floor:.2}, sum {:.2}",
-        ship_floor + parse_floor
-    );
+    let floors = floors(&paths, gb, shipping_floor, || parsing_floor(&paths));
     println!(
         "{:<18} {:>12} {:>9} {:>11} {:>9} {:>13}",
         "cores", "lines/s", "MB/s", "CPU-s/GB", "peak RSS", "vs floors"
@@ -186,7 +202,7 @@ pub fn run(bytes: u64, shipping_floor: impl Fn(&[PathBuf], Encoding, Compression
                 total as f64 / 1e6 / secs,
                 cpu_per_gb,
                 run.peak_rss as f64 / (1 << 20) as f64,
-                cpu_per_gb / (ship_floor + parse_floor).max(1e-9)
+                cpu_per_gb / floors.max(1e-9)
             );
             if one_core {
                 println!("all cores / one core{which}: {:.2}x", all_cores / rate);
@@ -261,24 +277,16 @@ pub fn run_case(
 ) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (paths, entries) = make_case_files(dir.path(), case, bytes);
-    let total: u64 = paths
-        .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum();
+    let total = total_size(&paths);
     let gb = total as f64 / 1e9;
     let glob = format!("{}/{case}-*.log", dir.path().display());
     println!(
         "\nstages-{case}: {STAGE_FILES} files, {entries} entries, {:.1} MB",
         total as f64 / 1e6
     );
-    let ship_floor = floor_of(|| shipping_floor(&paths, Encoding::Protobuf, Compression::Snappy))
-        .as_secs_f64()
-        / gb;
-    let parse_floor = floor_of(|| case_parsing_floor(case, &paths)).as_secs_f64() / gb;
-    println!(
-        "floors, CPU-s/GB: shipping {ship_floor:.2}, parsing {parse_floor:.2}, sum {:.2}",
-        ship_floor + parse_floor
-    );
+    let floors = floors(&paths, gb, shipping_floor, || {
+        case_parsing_floor(case, &paths)
+    });
     println!(
         "{:<18} {:>12} {:>9} {:>11} {:>9} {:>13}",
         "build", "entries/s", "MB/s", "CPU-s/GB", "peak RSS", "vs floors"
@@ -308,7 +316,7 @@ pub fn run_case(
             total as f64 / 1e6 / secs,
             cpu_per_gb,
             run.peak_rss as f64 / (1 << 20) as f64,
-            cpu_per_gb / (ship_floor + parse_floor).max(1e-9)
+            cpu_per_gb / floors.max(1e-9)
         );
     }
 }

@@ -89,17 +89,10 @@ fn make_nginx_files(dir: &Path, bytes: u64) -> (Vec<PathBuf>, u64) {
     (paths, lines)
 }
 
-/// The parsing floor: the regex with `captures_read` into reused locations, and chrono reading
-/// `time_local`, over every line, on this thread. Returns CPU time.
-fn parsing_floor(paths: &[PathBuf]) -> Duration {
-    let regex = regex::Regex::new(REGEX).expect("bench regex");
-    let time_group = regex
-        .capture_names()
-        .position(|n| n == Some("time_local"))
-        .expect("time_local group");
-    let mut locs = regex.capture_locations();
+/// Calls `parse` with every line of `paths` (without its newline), on this thread; returns
+/// the CPU time it took, reading included.
+fn each_line(paths: &[PathBuf], mut parse: impl FnMut(&str)) -> Duration {
     let start = thread_cpu();
-    let mut sum = 0i64;
     let mut line = String::new();
     for path in paths {
         let mut file = BufReader::with_capacity(
@@ -111,17 +104,32 @@ fn parsing_floor(paths: &[PathBuf]) -> Duration {
             if file.read_line(&mut line).expect("read bench file") == 0 {
                 break;
             }
-            let text = line.trim_end_matches('\n');
-            if regex.captures_read(&mut locs, text).is_some()
-                && let Some((a, b)) = locs.get(time_group)
-                && let Ok(t) = chrono::DateTime::parse_from_str(&text[a..b], CHRONO_LAYOUT)
-            {
-                sum = sum.wrapping_add(t.timestamp());
-            }
+            parse(line.trim_end_matches('\n'));
         }
     }
-    std::hint::black_box(sum);
     thread_cpu() - start
+}
+
+/// The parsing floor: the regex with `captures_read` into reused locations, and chrono reading
+/// `time_local`, over every line, on this thread. Returns CPU time.
+fn parsing_floor(paths: &[PathBuf]) -> Duration {
+    let regex = regex::Regex::new(REGEX).expect("bench regex");
+    let time_group = regex
+        .capture_names()
+        .position(|n| n == Some("time_local"))
+        .expect("time_local group");
+    let mut locs = regex.capture_locations();
+    let mut sum = 0i64;
+    let cpu = each_line(paths, |text| {
+        if regex.captures_read(&mut locs, text).is_some()
+            && let Some((a, b)) = locs.get(time_group)
+            && let Ok(t) = chrono::DateTime::parse_from_str(&text[a..b], CHRONO_LAYOUT)
+        {
+            sum = sum.wrapping_add(t.timestamp());
+        }
+    });
+    std::hint::black_box(sum);
+    cpu
 }
 
 /// The job's stages, as the config has them.
@@ -243,24 +251,11 @@ fn make_case_files(dir: &Path, case: &str, bytes: u64) -> (Vec<PathBuf>, u64) {
 /// CPU time.
 fn case_parsing_floor(case: &str, paths: &[PathBuf]) -> Duration {
     let mut parse = cases::parser(case);
-    let start = thread_cpu();
     let (mut lines, mut parsed) = (0usize, 0usize);
-    let mut line = String::new();
-    for path in paths {
-        let mut file = BufReader::with_capacity(
-            256 * 1024,
-            std::fs::File::open(path).expect("open bench file"),
-        );
-        loop {
-            line.clear();
-            if file.read_line(&mut line).expect("read bench file") == 0 {
-                break;
-            }
-            parsed += parse(line.trim_end_matches('\n'));
-            lines += 1;
-        }
-    }
-    let cpu = thread_cpu() - start;
+    let cpu = each_line(paths, |line| {
+        parsed += parse(line);
+        lines += 1;
+    });
     assert_eq!(
         parsed, lines,
         "{case}: the floor's parser failed on some lines"

@@ -27,7 +27,7 @@ impl Metadata {
         self.0.as_ref().is_none_or(|m| m.is_empty())
     }
 
-    /// Empties it, keeping its memory for the next line.
+    /// Empties it (an entry reused for the next line keeps the box).
     pub fn clear(&mut self) {
         if let Some(m) = &mut self.0 {
             m.clear();

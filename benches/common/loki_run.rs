@@ -2,7 +2,7 @@
 //! what the end-to-end workloads share whatever their config.
 #![allow(dead_code)]
 
-use super::workload::proc_usage;
+use super::workload::{FLOOR_RUNS, amount, own_cpu, proc_usage};
 use loki_receiver::Receiver;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -27,18 +27,59 @@ pub struct Shipment<'a> {
     pub env: &'a [(&'a str, String)],
 }
 
+/// What [`ship`] measured over its runs.
 pub struct Run {
-    /// Until the receiver had the first line: discovery, opening and the first push.
+    /// Until the receiver had the first line (discovery, opening and the first push): the
+    /// longest of the runs.
     pub first: Duration,
+    /// The shortest of the runs.
     pub wall: Duration,
+    /// The least CPU of the runs, as for the floors: noise on a shared machine only ever adds.
     pub cpu: Duration,
+    /// The most CPU of the runs, to show how far they spread.
+    pub cpu_most: Duration,
+    /// The highest of the runs.
     pub peak_rss: u64,
+    /// What the receiver (this process, with its 2 ms polling of the count) used while the
+    /// run with the least CPU shipped, over its wall time, in cores: on a machine of a few
+    /// cores, what the binary could not have.
+    pub receiver_cores: f64,
 }
 
-/// Runs the binary until the receiver has every line, then stops it. The client waits at most
+/// Ships the files `LOGFERRY_BENCH_RUNS` times ([`FLOOR_RUNS`] unless set; once under `cargo
+/// test`), each from the start (its positions file removed), and
+/// keeps for each figure the same end of the runs as the floors do: a floor is the least of as
+/// many runs, and setting one run of the binary against it would count the noise of the
+/// machine as logferry's cost.
+pub fn ship(s: &Shipment) -> Run {
+    let positions = s.dir.join(format!("positions-{}.yaml", s.name));
+    let mut best: Option<Run> = None;
+    for _ in 0..amount("LOGFERRY_BENCH_RUNS", FLOOR_RUNS as u64, 1) {
+        let _ = std::fs::remove_file(&positions);
+        let run = ship_once(s);
+        best = Some(match best {
+            None => run,
+            Some(b) => Run {
+                receiver_cores: if run.cpu < b.cpu {
+                    run.receiver_cores
+                } else {
+                    b.receiver_cores
+                },
+                first: b.first.max(run.first),
+                wall: b.wall.min(run.wall),
+                cpu: b.cpu.min(run.cpu),
+                cpu_most: b.cpu_most.max(run.cpu_most),
+                peak_rss: b.peak_rss.max(run.peak_rss),
+            },
+        });
+    }
+    best.expect("at least one run")
+}
+
+/// Runs the binary once until the receiver has every line, then stops it. The client waits at most
 /// 100 ms to fill a batch (Promtail's default is 1 s): the last lines of a run then wait no
 /// longer than that, which would otherwise count as a second of a run of a few seconds.
-pub fn ship(s: &Shipment) -> Run {
+fn ship_once(s: &Shipment) -> Run {
     let receiver = Receiver::builder().count_only(true).start();
     let positions = s.dir.join(format!("positions-{}.yaml", s.name));
     let config = s.dir.join(format!("config-{}.yaml", s.name));
@@ -55,6 +96,7 @@ pub fn ship(s: &Shipment) -> Run {
     )
     .expect("write bench config");
     let started = Instant::now();
+    let receiver_started = own_cpu();
     let mut command = Command::new(s.binary);
     command
         .arg(format!("-config.file={}", config.display()))
@@ -88,6 +130,7 @@ pub fn ship(s: &Shipment) -> Run {
         std::thread::sleep(Duration::from_millis(2));
     }
     let wall = started.elapsed();
+    let receiver_cpu = own_cpu().saturating_sub(receiver_started);
     let (cpu, peak_rss) = proc_usage(child.id());
     // SAFETY: kill only sends a signal to the child we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -102,6 +145,8 @@ pub fn ship(s: &Shipment) -> Run {
         first: first.unwrap_or(wall),
         wall,
         cpu,
+        cpu_most: cpu,
         peak_rss,
+        receiver_cores: receiver_cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9),
     }
 }

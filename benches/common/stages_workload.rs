@@ -179,8 +179,8 @@ pub fn run(bytes: u64, shipping_floor: impl Fn(&[PathBuf], Encoding, Compression
     );
     let floors = floors(&paths, gb, shipping_floor, || parsing_floor(&paths));
     println!(
-        "{:<18} {:>12} {:>9} {:>11} {:>9} {:>13}",
-        "cores", "lines/s", "MB/s", "CPU-s/GB", "peak RSS", "vs floors"
+        "{:<18} {:>12} {:>9} {:>11} {:>6} {:>9} {:>13}",
+        "cores", "lines/s", "MB/s", "CPU-s/GB", "most", "peak RSS", "vs floors"
     );
     for (build, (which, binary)) in builds().into_iter().enumerate() {
         let mut all_cores = 0.0;
@@ -204,13 +204,19 @@ pub fn run(bytes: u64, shipping_floor: impl Fn(&[PathBuf], Encoding, Compression
             let cpu_per_gb = run.cpu.as_secs_f64() / gb;
             let rate = lines as f64 / secs;
             println!(
-                "{:<18} {:>12.0} {:>9.1} {:>11.2} {:>7.1}MB {:>12.2}x",
+                "{:<18} {:>12.0} {:>9.1} {:>11.2} {:>6.2} {:>7.1}MB {:>12.2}x",
                 format!("{}{which}", if one_core { "1" } else { "all" }),
                 rate,
                 total as f64 / 1e6 / secs,
                 cpu_per_gb,
+                run.cpu_most.as_secs_f64() / gb,
                 run.peak_rss as f64 / (1 << 20) as f64,
                 cpu_per_gb / floors.max(1e-9)
+            );
+            println!(
+                "  cores used: logferry {:.2}, the receiver {:.2}",
+                run.cpu.as_secs_f64() / secs,
+                run.receiver_cores
             );
             if one_core {
                 println!("all cores / one core{which}: {:.2}x", all_cores / rate);
@@ -283,8 +289,8 @@ pub fn run_case(
         case_parsing_floor(case, &paths)
     });
     println!(
-        "{:<18} {:>12} {:>9} {:>11} {:>9} {:>13}",
-        "build", "entries/s", "MB/s", "CPU-s/GB", "peak RSS", "vs floors"
+        "{:<18} {:>12} {:>9} {:>11} {:>6} {:>9} {:>13}",
+        "build", "entries/s", "MB/s", "CPU-s/GB", "most", "peak RSS", "vs floors"
     );
     let stages: String = cases::stages_yaml(case)
         .lines()
@@ -305,11 +311,12 @@ pub fn run_case(
         let secs = run.wall.as_secs_f64();
         let cpu_per_gb = run.cpu.as_secs_f64() / gb;
         println!(
-            "{:<18} {:>12.0} {:>9.1} {:>11.2} {:>7.1}MB {:>12.2}x",
+            "{:<18} {:>12.0} {:>9.1} {:>11.2} {:>6.2} {:>7.1}MB {:>12.2}x",
             format!("default{which}"),
             entries as f64 / secs,
             total as f64 / 1e6 / secs,
             cpu_per_gb,
+            run.cpu_most.as_secs_f64() / gb,
             run.peak_rss as f64 / (1 << 20) as f64,
             cpu_per_gb / floors.max(1e-9)
         );

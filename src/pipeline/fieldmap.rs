@@ -24,7 +24,9 @@ pub struct FieldMap<V> {
     // multiline pipeline, 6 % since.
     len: u32,
     /// The slot after the one last set.
-    hint: u32,
+    hint: u16,
+    /// No write since [`FieldMap::settle`]: see [`FieldMap::is_settled`].
+    settled: bool,
 }
 
 /// Orders keys as `str::cmp` does; short keys are compared here rather than by a call to
@@ -145,6 +147,7 @@ impl<V> Default for FieldMap<V> {
             slots: Vec::new(),
             len: 0,
             hint: 0,
+            settled: false,
         }
     }
 }
@@ -184,10 +187,25 @@ impl<V> FieldMap<V> {
         }
         let found = self.find(key);
         if let Ok(i) = found {
-            // Past u32 (never, in practice) the hint points nowhere and is merely not used.
-            self.hint = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            // Past u16 (a map of thousands of keys) the hint points nowhere and is merely not
+            // used.
+            self.hint = u16::try_from(i + 1).unwrap_or(u16::MAX);
         }
         found
+    }
+
+    /// Marks the map as it is now: until its next write (or its clone, or a new map),
+    /// [`FieldMap::is_settled`] says it has not changed. An entry reused for the next line of
+    /// the same target checks it to keep its labels and seeded extracted values rather than
+    /// write them again: on a pipeline that leaves them alone (a `multiline`, a `drop`), that
+    /// writing was most of the cost of an entry.
+    pub(crate) fn settle(&mut self) {
+        self.settled = true;
+    }
+
+    /// No write since [`FieldMap::settle`].
+    pub(crate) fn is_settled(&self) -> bool {
+        self.settled
     }
 
     fn live(&self, key: &str) -> Option<usize> {
@@ -207,6 +225,7 @@ impl<V> FieldMap<V> {
     }
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.settled = false;
         self.live(key).map(|i| &mut self.slots[i].value)
     }
 
@@ -216,6 +235,7 @@ impl<V> FieldMap<V> {
 
     /// Sets `key` to `value`; returns the value it replaced.
     pub fn insert(&mut self, key: String, value: V) -> Option<V> {
+        self.settled = false;
         match self.find(&key) {
             Ok(i) => {
                 let slot = &mut self.slots[i];
@@ -238,12 +258,14 @@ impl<V> FieldMap<V> {
 
     pub fn remove(&mut self, key: &str) -> Option<V> {
         let i = self.live(key)?;
+        self.settled = false;
         self.len -= 1;
         Some(self.slots.remove(i).value)
     }
 
     /// Keeps the pairs for which `keep` is true (the others' slots stay for reuse).
     pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut V) -> bool) {
+        self.settled = false;
         for slot in &mut self.slots {
             if slot.live && !keep(&slot.key, &mut slot.value) {
                 slot.live = false;
@@ -252,8 +274,21 @@ impl<V> FieldMap<V> {
         }
     }
 
+    /// [`FieldMap::retain`] for a `keep` that only looks: the map stays settled unless a pair
+    /// goes (the output drops the labels it does not ship from every entry, most often none).
+    pub fn retain_pairs(&mut self, mut keep: impl FnMut(&str, &V) -> bool) {
+        for slot in &mut self.slots {
+            if slot.live && !keep(&slot.key, &slot.value) {
+                slot.live = false;
+                self.len -= 1;
+                self.settled = false;
+            }
+        }
+    }
+
     /// Empties the map, keeping its slots for reuse.
     pub fn clear(&mut self) {
+        self.settled = false;
         let dead = self.slots.len() - self.len as usize;
         if dead > DEAD_KEPT && dead > self.len as usize {
             self.slots.clear();
@@ -285,6 +320,7 @@ impl<V> FieldMap<V> {
 impl<V: FromStrIn> FieldMap<V> {
     /// Sets `key` to the string `value`, in the slot the key had when there is one.
     pub fn set_text(&mut self, key: &str, value: &str) {
+        self.settled = false;
         match self.find_from_hint(key) {
             Ok(i) => {
                 let slot = &mut self.slots[i];
@@ -337,6 +373,7 @@ impl<V: Clone> Clone for FieldMap<V> {
             slots: self.live_slots().cloned().collect(),
             len: self.len,
             hint: 0,
+            settled: false,
         }
     }
 }
@@ -411,6 +448,7 @@ impl<V> From<BTreeMap<String, V>> for FieldMap<V> {
             len: u32::try_from(slots.len()).unwrap_or(u32::MAX),
             slots,
             hint: 0,
+            settled: false,
         }
     }
 }

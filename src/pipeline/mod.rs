@@ -83,11 +83,14 @@ impl Entry {
     pub fn with_labels(
         timestamp: Timestamp,
         line: impl Into<String>,
-        labels: Labels,
+        mut labels: Labels,
         origin: u64,
     ) -> Entry {
         let mut extracted = Extracted::new();
         seed(&mut extracted, &labels);
+        // The pair as `refill` leaves it, so that reusing this entry can keep them.
+        labels.settle();
+        extracted.settle();
         Entry {
             timestamp,
             line: line.into(),
@@ -104,12 +107,20 @@ impl Entry {
         self.timestamp = timestamp;
         self.line.clear();
         self.line.push_str(line);
-        self.labels.clear();
-        for (k, v) in labels {
-            self.labels.set_text(k, v);
+        // Both maps as the last refill left them, with the same labels: the extracted values
+        // are still the seed of these labels.
+        let kept =
+            self.labels.is_settled() && self.extracted.is_settled() && self.labels == *labels;
+        if !kept {
+            self.labels.clear();
+            for (k, v) in labels {
+                self.labels.set_text(k, v);
+            }
+            self.extracted.clear();
+            seed(&mut self.extracted, labels);
+            self.labels.settle();
+            self.extracted.settle();
         }
-        self.extracted.clear();
-        seed(&mut self.extracted, labels);
         self.structured_metadata.clear();
         self.origin = origin;
     }

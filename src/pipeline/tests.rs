@@ -604,3 +604,76 @@ fn an_entry_moves_without_a_call_to_memcpy() {
     );
     assert!(std::mem::size_of::<Flow>() <= 128);
 }
+
+/// An entry reused for the next line keeps its maps only while nothing wrote to them and the
+/// labels are the same: whatever a stage did, or whatever target the next line comes from, the
+/// entry is what a new one would be.
+#[test]
+fn a_reused_entry_is_what_a_new_one_would_be() {
+    let target: Labels = [("filename", "/var/log/a.log"), ("job", "j")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let other: Labels = [("filename", "/var/log/b.log"), ("job", "j")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let fresh = |labels: &Labels, line: &str| {
+        Entry::with_labels(Timestamp::from_nanos(1), line, labels.clone(), 7)
+    };
+    let same = |what: &str, e: &Entry, want: &Entry| {
+        assert_eq!(e.line, want.line, "after {what}");
+        assert_eq!(e.labels, want.labels, "after {what}");
+        assert_eq!(e.extracted, want.extracted, "after {what}");
+        assert_eq!(e.timestamp, want.timestamp, "after {what}");
+        assert_eq!(e.origin, want.origin, "after {what}");
+    };
+    type Change = fn(&mut Entry);
+    let changes: [(&str, Change); 10] = [
+        ("nothing", |_| {}),
+        ("a label set", |e| e.labels.set_text("level", "info")),
+        ("a label value changed", |e| {
+            if let Some(v) = e.labels.get_mut("job") {
+                v.push('x');
+            }
+        }),
+        ("a label removed", |e| {
+            e.labels.remove("job");
+        }),
+        ("labels retained", |e| e.labels.retain(|k, _| k != "job")),
+        ("a label the output does not ship", |e| {
+            e.labels.retain_pairs(|k, _| k != "job")
+        }),
+        ("nothing removed", |e| {
+            e.labels.remove("absent");
+            e.labels.retain_pairs(|_, _| true);
+            e.extracted.remove("absent");
+        }),
+        ("a value extracted", |e| {
+            e.extracted
+                .insert("status".into(), Value::String("200".into()));
+        }),
+        ("a seeded value changed", |e| {
+            if let Some(v) = e.extracted.get_mut("filename") {
+                *v = Value::Null;
+            }
+        }),
+        ("both maps replaced", |e| {
+            e.labels = Labels::new();
+            e.extracted = Extracted::new();
+        }),
+    ];
+    for (what, change) in changes {
+        for next in [&target, &other] {
+            let mut e = fresh(&target, "first");
+            e.refill(Timestamp::from_nanos(1), "first", &target, 7);
+            change(&mut e);
+            e.refill(Timestamp::from_nanos(1), "second", next, 7);
+            same(what, &e, &fresh(next, "second"));
+            // And once more, now that the maps were written afresh.
+            change(&mut e);
+            e.refill(Timestamp::from_nanos(1), "third", &target, 7);
+            same(what, &e, &fresh(&target, "third"));
+        }
+    }
+}

@@ -231,6 +231,9 @@ impl TargetPipeline {
                 .process(entry, now, &mut self.emitted, &mut self.dropped);
         }
         self.sort_out();
+        // Merged entries back at once, on top of the spares: the next line, most often of the
+        // same file, gets an entry that already holds its labels (see `Entry::refill`).
+        self.pipeline.take_spent(&mut self.spare);
     }
 
     /// Sorts what left the stages into groups by file, labels and tenant, keeping its order,
@@ -259,7 +262,7 @@ impl TargetPipeline {
             let tenant = entry.labels.remove(TENANT_LABEL);
             entry
                 .labels
-                .retain(|k, v| !k.starts_with("__") && !v.is_empty());
+                .retain_pairs(|k, v| !k.starts_with("__") && !v.is_empty());
             let d = entry.labels.digest();
             let group = match self.groups[..self.used].iter().position(|g| {
                 g.digest == d && g.slot == slot && g.labels == entry.labels && g.tenant == tenant

@@ -2,7 +2,7 @@
 //! what the end-to-end workloads share whatever their config.
 #![allow(dead_code)]
 
-use super::workload::{FLOOR_RUNS, amount, own_cpu, proc_usage};
+use super::workload::{FLOOR_RUNS, amount, own_cpu, proc_usage, thread_usage};
 use loki_receiver::Receiver;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -44,6 +44,8 @@ pub struct Run {
     /// run with the least CPU shipped, over its wall time, in cores: on a machine of a few
     /// cores, what the binary could not have.
     pub receiver_cores: f64,
+    /// CPU of the binary's threads by name, in the run with the least CPU.
+    pub threads: Vec<(String, Duration)>,
 }
 
 /// Ships the files `LOGFERRY_BENCH_RUNS` times ([`FLOOR_RUNS`] unless set; once under `cargo
@@ -64,6 +66,11 @@ pub fn ship(s: &Shipment) -> Run {
                     run.receiver_cores
                 } else {
                     b.receiver_cores
+                },
+                threads: if run.cpu < b.cpu {
+                    run.threads
+                } else {
+                    b.threads
                 },
                 first: b.first.max(run.first),
                 wall: b.wall.min(run.wall),
@@ -132,6 +139,7 @@ fn ship_once(s: &Shipment) -> Run {
     let wall = started.elapsed();
     let receiver_cpu = own_cpu().saturating_sub(receiver_started);
     let (cpu, peak_rss) = proc_usage(child.id());
+    let threads = thread_usage(child.id());
     // SAFETY: kill only sends a signal to the child we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
@@ -148,5 +156,6 @@ fn ship_once(s: &Shipment) -> Run {
         cpu_most: cpu,
         peak_rss,
         receiver_cores: receiver_cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9),
+        threads,
     }
 }

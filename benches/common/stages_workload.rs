@@ -213,9 +213,16 @@ pub fn run(bytes: u64, shipping_floor: impl Fn(&[PathBuf], Encoding, Compression
                 run.peak_rss as f64 / (1 << 20) as f64,
                 cpu_per_gb / floors.max(1e-9)
             );
+            let threads: Vec<String> = run
+                .threads
+                .iter()
+                .filter(|(_, cpu)| cpu.as_secs_f64() / secs >= 0.01)
+                .map(|(name, cpu)| format!("{name} {:.2}", cpu.as_secs_f64() / secs))
+                .collect();
             println!(
-                "  cores used: logferry {:.2}, the receiver {:.2}",
+                "  cores used: logferry {:.2} ({}), the receiver {:.2}",
                 run.cpu.as_secs_f64() / secs,
+                threads.join(", "),
                 run.receiver_cores
             );
             if one_core {

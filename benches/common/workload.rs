@@ -176,6 +176,42 @@ pub fn own_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// CPU time of a running process's threads, summed by thread name, busiest first.
+pub fn thread_usage(pid: u32) -> Vec<(String, Duration)> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut by_name: Vec<(String, Duration)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map(|(name, _)| name.to_string())
+            .unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let cpu = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+            .sum::<f64>()
+            / ticks;
+        let cpu = Duration::from_secs_f64(cpu);
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => *total += cpu,
+            None => by_name.push((name, cpu)),
+        }
+    }
+    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    by_name
+}
+
 /// CPU time (user + system) and peak RSS of a running process.
 pub fn proc_usage(pid: u32) -> (Duration, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -66,6 +66,10 @@ struct Group {
     lines: Vec<Line>,
     /// Each line's structured metadata, up to the last line that has some.
     metadata: Vec<Vec<(String, String)>>,
+    /// How long `text` and `lines` were when last made into a chunk: about the memory they
+    /// start with the next time. Grown from nothing by doubling, they were copied about once
+    /// more each, in all 5 % of the tailer's time on a `multiline` pipeline.
+    last_size: (usize, usize),
 }
 
 /// One file's lines on their way through the pipeline.
@@ -102,6 +106,8 @@ pub(crate) struct TargetPipeline {
     /// memory.
     groups: Vec<Group>,
     used: usize,
+    /// The group the last entry went to (meaningful while `used > 0`).
+    last_group: usize,
     /// Lines that left the stages over `max_line_size`: dropped, and cut to it.
     too_long: u64,
     cut: u64,
@@ -126,6 +132,7 @@ impl TargetPipeline {
             spare: Vec::new(),
             groups: Vec::new(),
             used: 0,
+            last_group: 0,
             too_long: 0,
             cut: 0,
         }
@@ -263,12 +270,31 @@ impl TargetPipeline {
             entry
                 .labels
                 .retain_pairs(|k, v| !k.starts_with("__") && !v.is_empty());
-            let d = entry.labels.digest();
-            let group = match self.groups[..self.used].iter().position(|g| {
-                g.digest == d && g.slot == slot && g.labels == entry.labels && g.tenant == tenant
-            }) {
-                Some(i) => &mut self.groups[i],
+            // Consecutive entries most often go to the group of the one before: it is tried
+            // first, which spares digesting the labels.
+            let same_as_last = self.used > 0 && {
+                let g = &self.groups[self.last_group];
+                g.slot == slot && g.tenant == tenant && g.labels == entry.labels
+            };
+            let (found, digest) = if same_as_last {
+                (Some(self.last_group), None)
+            } else {
+                let d = entry.labels.digest();
+                let found = self.groups[..self.used].iter().position(|g| {
+                    g.digest == d
+                        && g.slot == slot
+                        && g.labels == entry.labels
+                        && g.tenant == tenant
+                });
+                (found, Some(d))
+            };
+            let group = match found {
+                Some(i) => {
+                    self.last_group = i;
+                    &mut self.groups[i]
+                }
                 None => {
+                    let d = digest.unwrap_or_else(|| entry.labels.digest());
                     if self.used == self.groups.len() {
                         self.groups.push(Group {
                             slot,
@@ -278,8 +304,10 @@ impl TargetPipeline {
                             text: String::new(),
                             lines: Vec::new(),
                             metadata: Vec::new(),
+                            last_size: (0, 0),
                         });
                     }
+                    self.last_group = self.used;
                     let g = &mut self.groups[self.used];
                     self.used += 1;
                     g.slot = slot;
@@ -292,6 +320,13 @@ impl TargetPipeline {
                     g
                 }
             };
+            if group.text.capacity() == 0 {
+                // A quarter more: reads differ in size, and a block a stage held over the end
+                // of a read makes the next one longer.
+                let (text, lines) = group.last_size;
+                group.text.reserve(text + text / 4);
+                group.lines.reserve(lines + lines / 4);
+            }
             let start = group.text.len() as u32;
             group.text.push_str(&entry.line);
             if !entry.structured_metadata.is_empty() {
@@ -420,6 +455,7 @@ impl TargetPipeline {
             touched.insert(slot);
             let ticket = acks.reserve(feed.source, frontier, feed.size);
             let label_set = label_set(&mut self.label_sets, &group.labels);
+            group.last_size = (group.text.len(), group.lines.len());
             let mut lines = std::mem::take(&mut group.lines);
             for line in &mut lines {
                 line.offset = frontier;

@@ -208,7 +208,7 @@ pub fn thread_usage(pid: u32) -> Vec<(String, Duration)> {
             None => by_name.push((name, cpu)),
         }
     }
-    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    by_name.sort_by_key(|(_, cpu)| std::cmp::Reverse(*cpu));
     by_name
 }
 

@@ -22,8 +22,8 @@
 //! floor of its files and its own parsing floor: `stages-chain` (Docker lines → `regex` →
 //! `labels` → `timestamp` → `output`), `stages-docker-json`, `stages-cri-logfmt` and
 //! `stages-multiline` (Java stack traces).
-//! `cargo bench --bench e2e -- stages` runs all the pipelines, `-- stages-cri` one of them,
-//! `-- shipping` only the first.
+//! `cargo bench --bench e2e -- stages` runs all the pipelines, `-- stages-nginx` or
+//! `-- stages-cri` one of them, `-- shipping` only the first.
 
 use logferry::config::{Compression, Encoding};
 use logferry::ship::loki::batch::Batch;
@@ -85,7 +85,7 @@ fn main() {
     if wanted("shipping") {
         shipping(mb);
     }
-    if wanted("stages") {
+    if wanted("stages-nginx") {
         stages_workload::run(mb << 20, floor);
     }
     for case in ["chain", "docker-json", "cri-logfmt", "multiline"] {

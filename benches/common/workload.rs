@@ -154,32 +154,48 @@ pub fn make_files(dir: &Path, files: usize, bytes: u64) -> (Vec<PathBuf>, u64) {
     (paths, lines)
 }
 
-pub fn thread_cpu() -> Duration {
+fn cpu_clock(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime only writes the struct passed.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time of this thread.
+pub fn thread_cpu() -> Duration {
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// CPU time (user + system) of this process: the receiver's threads, in the end-to-end
 /// benchmarks.
 pub fn own_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the struct passed.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// The user + system CPU time in a `/proc/.../stat` line.
+fn stat_cpu(stat: &str) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // After the name (which may hold spaces and parentheses), utime and stime are the 12th and
+    // 13th fields.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks_used: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    Duration::from_secs_f64(ticks_used / ticks)
 }
 
 /// CPU time of a running process's threads, summed by thread name, busiest first.
 pub fn thread_usage(pid: u32) -> Vec<(String, Duration)> {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut by_name: Vec<(String, Duration)> = Vec::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return by_name;
@@ -191,18 +207,7 @@ pub fn thread_usage(pid: u32) -> Vec<(String, Duration)> {
             .and_then(|(_, rest)| rest.rsplit_once(')'))
             .map(|(name, _)| name.to_string())
             .unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let cpu = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
-            .sum::<f64>()
-            / ticks;
-        let cpu = Duration::from_secs_f64(cpu);
+        let cpu = stat_cpu(&stat);
         match by_name.iter_mut().find(|(n, _)| *n == name) {
             Some((_, total)) => *total += cpu,
             None => by_name.push((name, cpu)),
@@ -215,29 +220,13 @@ pub fn thread_usage(pid: u32) -> Vec<(String, Duration)> {
 /// CPU time (user + system) and peak RSS of a running process.
 pub fn proc_usage(pid: u32) -> (Duration, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let cpu = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm_kb = status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .unwrap_or(0);
-    (Duration::from_secs_f64(cpu / ticks), hwm_kb * 1024)
+    (stat_cpu(&stat), hwm_kb * 1024)
 }
 
 /// Peak resident memory seen while sampling, in KiB: anonymous (the heap) and file-backed

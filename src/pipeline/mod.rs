@@ -108,7 +108,9 @@ impl Entry {
         self.line.clear();
         self.line.push_str(line);
         // Both maps as the last refill left them, with the same labels: the extracted values
-        // are still the seed of these labels.
+        // are still the seed of these labels. (The two are only ever replaced together, by new
+        // maps, which are not settled; a settled map moved alone into another entry would
+        // break this.)
         let kept =
             self.labels.is_settled() && self.extracted.is_settled() && self.labels == *labels;
         if !kept {

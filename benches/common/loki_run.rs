@@ -55,32 +55,30 @@ pub struct Run {
 /// machine as logferry's cost.
 pub fn ship(s: &Shipment) -> Run {
     let positions = s.dir.join(format!("positions-{}.yaml", s.name));
-    let mut best: Option<Run> = None;
-    for _ in 0..amount("LOGFERRY_BENCH_RUNS", FLOOR_RUNS as u64, 1) {
-        let _ = std::fs::remove_file(&positions);
-        let run = ship_once(s);
-        best = Some(match best {
-            None => run,
-            Some(b) => Run {
-                receiver_cores: if run.cpu < b.cpu {
-                    run.receiver_cores
-                } else {
-                    b.receiver_cores
-                },
-                threads: if run.cpu < b.cpu {
-                    run.threads
-                } else {
-                    b.threads
-                },
-                first: b.first.max(run.first),
-                wall: b.wall.min(run.wall),
-                cpu: b.cpu.min(run.cpu),
-                cpu_most: b.cpu_most.max(run.cpu_most),
-                peak_rss: b.peak_rss.max(run.peak_rss),
-            },
-        });
+    let runs: Vec<Run> = (0..amount("LOGFERRY_BENCH_RUNS", FLOOR_RUNS as u64, 1).max(1))
+        .map(|_| {
+            let _ = std::fs::remove_file(&positions);
+            ship_once(s)
+        })
+        .collect();
+    let most = |f: fn(&Run) -> Duration| runs.iter().map(f).max().unwrap_or_default();
+    let (first, wall, cpu_most) = (
+        most(|r| r.first),
+        runs.iter().map(|r| r.wall).min().unwrap_or_default(),
+        most(|r| r.cpu),
+    );
+    let peak_rss = runs.iter().map(|r| r.peak_rss).max().unwrap_or(0);
+    let least = runs
+        .into_iter()
+        .min_by_key(|r| r.cpu)
+        .expect("at least one run");
+    Run {
+        first,
+        wall,
+        cpu_most,
+        peak_rss,
+        ..least
     }
-    best.expect("at least one run")
 }
 
 /// Runs the binary once until the receiver has every line, then stops it. The client waits at most

@@ -263,20 +263,10 @@ impl<V> FieldMap<V> {
         Some(self.slots.remove(i).value)
     }
 
-    /// Keeps the pairs for which `keep` is true (the others' slots stay for reuse).
-    pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut V) -> bool) {
-        self.settled = false;
-        for slot in &mut self.slots {
-            if slot.live && !keep(&slot.key, &mut slot.value) {
-                slot.live = false;
-                self.len -= 1;
-            }
-        }
-    }
-
-    /// [`FieldMap::retain`] for a `keep` that only looks: the map stays settled unless a pair
-    /// goes (the output drops the labels it does not ship from every entry, most often none).
-    pub fn retain_pairs(&mut self, mut keep: impl FnMut(&str, &V) -> bool) {
+    /// Keeps the pairs for which `keep` is true (the others' slots stay for reuse). The map stays
+    /// settled unless a pair goes: the output drops the labels it does not ship from every
+    /// entry, most often none.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &V) -> bool) {
         for slot in &mut self.slots {
             if slot.live && !keep(&slot.key, &slot.value) {
                 slot.live = false;

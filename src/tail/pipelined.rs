@@ -269,24 +269,23 @@ impl TargetPipeline {
             let tenant = entry.labels.remove(TENANT_LABEL);
             entry
                 .labels
-                .retain_pairs(|k, v| !k.starts_with("__") && !v.is_empty());
+                .retain(|k, v| !k.starts_with("__") && !v.is_empty());
             // Consecutive entries most often go to the group of the one before: it is tried
             // first, which spares digesting the labels.
             let same_as_last = self.used > 0 && {
                 let g = &self.groups[self.last_group];
                 g.slot == slot && g.tenant == tenant && g.labels == entry.labels
             };
-            let (found, digest) = if same_as_last {
-                (Some(self.last_group), None)
+            let found = if same_as_last {
+                Some(self.last_group)
             } else {
                 let d = entry.labels.digest();
-                let found = self.groups[..self.used].iter().position(|g| {
+                self.groups[..self.used].iter().position(|g| {
                     g.digest == d
                         && g.slot == slot
                         && g.labels == entry.labels
                         && g.tenant == tenant
-                });
-                (found, Some(d))
+                })
             };
             let group = match found {
                 Some(i) => {
@@ -294,7 +293,8 @@ impl TargetPipeline {
                     &mut self.groups[i]
                 }
                 None => {
-                    let d = digest.unwrap_or_else(|| entry.labels.digest());
+                    // A new group, once per label set and read: digesting again is cheap.
+                    let d = entry.labels.digest();
                     if self.used == self.groups.len() {
                         self.groups.push(Group {
                             slot,

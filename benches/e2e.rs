@@ -12,9 +12,10 @@
 //! Reported per encoding: lines/s and MB/s of raw log, how long until the first line arrived,
 //! logferry's CPU seconds per GB (user + system, from /proc), its peak RSS, the floor's CPU
 //! seconds per GB, and their ratio. Each build ships the files three times
-//! (`LOGFERRY_BENCH_RUNS`), as each floor is measured three times: the least CPU of each side
-//! makes the ratio, and the most CPU of the binary's runs is printed next to it (`most`) to
-//! show the machine's noise.
+//! (`LOGFERRY_BENCH_RUNS`), taking turns with the floor, which is measured as many times: the
+//! least CPU of each side makes the ratio, and the most CPU of the binary's runs is printed next
+//! to it (`most`) to show the machine's noise. The floor's chunks are the tailer's (see
+//! `common/chunks.rs`): lines stamped a nanosecond apart, buffers the size of what is read.
 //!
 //! Then the `stages` workload (`common/stages_workload.rs`): nginx lines through `regex` →
 //! `labels` → `timestamp`, with its shipping and parsing floors, on all cores and on one.
@@ -43,8 +44,8 @@ mod stages_workload;
 #[path = "common/workload.rs"]
 mod workload;
 use chunks::{Read1, read_chunks};
-use loki_run::{Shipment, ship};
-use workload::{builds, file_count, floor_of, make_files, size_mb, thread_cpu};
+use loki_run::{Run, Shipment, fold, runs, ship_once};
+use workload::{builds, file_count, make_files, size_mb, thread_cpu};
 
 /// The floor: read, split and encode+compress the files as logferry's output would, with no
 /// sink. Returns CPU time.
@@ -127,21 +128,32 @@ fn shipping(mb: u64) {
         ("protobuf", Encoding::Protobuf, Compression::Snappy),
         ("json", Encoding::Json, Compression::Gzip),
     ] {
-        // The first run also warms the page cache, so both sides read from memory.
-        let floor_cpu = floor_of(|| floor(&paths, encoding, compression));
+        // Warms the page cache, so that every measured run reads from memory.
+        floor(&paths, encoding, compression);
+        // The floor and each build take turns, so that a slow spell of the machine falls on
+        // both sides rather than on whichever happened to run during it.
+        let mut floors = Vec::new();
+        let mut shipped: Vec<Vec<Run>> = binaries.iter().map(|_| Vec::new()).collect();
+        for _ in 0..runs() {
+            floors.push(floor(&paths, encoding, compression));
+            for (i, (_, binary)) in binaries.iter().enumerate() {
+                shipped[i].push(ship_once(&Shipment {
+                    binary,
+                    name: &format!("{name}-{i}"),
+                    dir: dir.path(),
+                    glob: &glob,
+                    lines,
+                    client: &format!("    encoding: {name}\n"),
+                    stages: "",
+                    one_core: false,
+                    env: &[],
+                }));
+            }
+        }
+        let floor_cpu = floors.into_iter().min().unwrap_or_default();
         let floor_per_gb = floor_cpu.as_secs_f64() / gb;
-        for (i, (which, binary)) in binaries.iter().enumerate() {
-            let run = ship(&Shipment {
-                binary,
-                name: &format!("{name}-{i}"),
-                dir: dir.path(),
-                glob: &glob,
-                lines,
-                client: &format!("    encoding: {name}\n"),
-                stages: "",
-                one_core: false,
-                env: &[],
-            });
+        for ((which, _), runs) in binaries.iter().zip(shipped) {
+            let run = fold(runs);
             let secs = run.wall.as_secs_f64();
             let cpu_per_gb = run.cpu.as_secs_f64() / gb;
             println!(

@@ -48,19 +48,23 @@ pub struct Run {
     pub threads: Vec<(String, Duration)>,
 }
 
-/// Ships the files `LOGFERRY_BENCH_RUNS` times ([`FLOOR_RUNS`] unless set; once under `cargo
-/// test`), each from the start (its positions file removed), and
-/// keeps for each figure the same end of the runs as the floors do: a floor is the least of as
-/// many runs, and setting one run of the binary against it would count the noise of the
-/// machine as logferry's cost.
+/// How many times each build ships the files: `LOGFERRY_BENCH_RUNS`, [`FLOOR_RUNS`] unless set,
+/// once under `cargo test`.
+pub fn runs() -> usize {
+    amount("LOGFERRY_BENCH_RUNS", FLOOR_RUNS as u64, 1).max(1) as usize
+}
+
+/// Ships the files [`runs`] times, each from the start, and keeps for each figure the same end
+/// of the runs as the floors do: a floor is the least of as many runs, and setting one run of
+/// the binary against it would count the noise of the machine as logferry's cost.
 pub fn ship(s: &Shipment) -> Run {
-    let positions = s.dir.join(format!("positions-{}.yaml", s.name));
-    let runs: Vec<Run> = (0..amount("LOGFERRY_BENCH_RUNS", FLOOR_RUNS as u64, 1).max(1))
-        .map(|_| {
-            let _ = std::fs::remove_file(&positions);
-            ship_once(s)
-        })
-        .collect();
+    fold((0..runs()).map(|_| ship_once(s)).collect())
+}
+
+/// One figure of several runs of the same shipment: the least CPU (with that run's per-thread
+/// figures), the most CPU beside it, the shortest wall time, the longest wait for a first line
+/// and the highest peak RSS.
+pub fn fold(runs: Vec<Run>) -> Run {
     let most = |f: fn(&Run) -> Duration| runs.iter().map(f).max().unwrap_or_default();
     let (first, wall, cpu_most) = (
         most(|r| r.first),
@@ -81,12 +85,14 @@ pub fn ship(s: &Shipment) -> Run {
     }
 }
 
-/// Runs the binary once until the receiver has every line, then stops it. The client waits at most
+/// Runs the binary once from the start (no positions file) until the receiver has every line,
+/// then stops it. The client waits at most
 /// 100 ms to fill a batch (Promtail's default is 1 s): the last lines of a run then wait no
 /// longer than that, which would otherwise count as a second of a run of a few seconds.
-fn ship_once(s: &Shipment) -> Run {
-    let receiver = Receiver::builder().count_only(true).start();
+pub fn ship_once(s: &Shipment) -> Run {
     let positions = s.dir.join(format!("positions-{}.yaml", s.name));
+    let _ = std::fs::remove_file(&positions);
+    let receiver = Receiver::builder().count_only(true).start();
     let config = s.dir.join(format!("config-{}.yaml", s.name));
     std::fs::write(
         &config,

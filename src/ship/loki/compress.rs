@@ -3,10 +3,10 @@
 //! A batch is encoded into a small buffer that is compressed each time it fills, so the
 //! uncompressed body (a megabyte or more, the size of the batch) never exists whole: only the
 //! compressed body grows, in a buffer sized from the body before (batches of a stream of logs
-//! compress alike) and handed over as it is. Copying the body out at its size instead cost 3 %
-//! of the output's time on 1,000 busy files. Measured on 1,000 busy files, the whole-body buffers (the encoded batch, the
-//! snappy output sized for the worst case, a fresh gzip state and output per batch) were 2 to
-//! 6 MB of the agent's resident memory, and the most varied part of it.
+//! compress alike) and handed over as it is. Measured on 1,000 busy files, the whole-body
+//! buffers (the encoded batch, the snappy output sized for the worst case, a fresh gzip state
+//! and output per batch) were 2 to 6 MB of the agent's resident memory, and the most varied
+//! part of it; copying the body out at its size cost 3 % of the output's time.
 //!
 //! Why snappy by hand around the `snap` crate: Loki takes snappy's block format, whose header
 //! is the uncompressed length, and `snap` compresses a block only from a whole input. A block

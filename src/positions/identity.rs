@@ -51,10 +51,7 @@ impl Fingerprint {
 
     /// The fingerprint of an open file of `size` bytes.
     pub fn read(file: &File, size: u64) -> std::io::Result<Fingerprint> {
-        let want = (size.min(FINGERPRINT_BYTES as u64)) as usize;
-        let mut buf = [0u8; FINGERPRINT_BYTES];
-        let got = read_prefix(file, &mut buf[..want])?;
-        Ok(Fingerprint::of(&buf[..got]))
+        Ok(Prefix::read(file)?.fingerprint(size))
     }
 
     /// Whether the file starts with the bytes this fingerprint was taken of.
@@ -81,6 +78,35 @@ impl Fingerprint {
             hash: u64::from_str_radix(hash, 16).ok()?,
             len: len.parse().ok()?,
         })
+    }
+}
+
+/// The first bytes of an open file, read once both to check the fingerprint a position was
+/// saved with and to take the file's own (one `pread` per file found at a restart, not two).
+pub struct Prefix {
+    bytes: [u8; FINGERPRINT_BYTES],
+    len: usize,
+}
+
+impl Prefix {
+    /// Reads up to [`FINGERPRINT_BYTES`] from the start of `file`.
+    pub fn read(file: &File) -> std::io::Result<Prefix> {
+        let mut bytes = [0u8; FINGERPRINT_BYTES];
+        let len = read_prefix(file, &mut bytes)?;
+        Ok(Prefix { bytes, len })
+    }
+
+    /// The fingerprint of the file when it was `size` bytes long: bytes written since are left
+    /// out, as reading goes no further than `size` either.
+    pub fn fingerprint(&self, size: u64) -> Fingerprint {
+        Fingerprint::of(&self.bytes[..self.len.min(usize::try_from(size).unwrap_or(usize::MAX))])
+    }
+
+    /// Whether the file starts with the bytes `fingerprint` was taken of (as
+    /// [`Fingerprint::matches`] would read them).
+    pub fn starts_as(&self, fingerprint: &Fingerprint) -> bool {
+        let want = usize::from(fingerprint.len);
+        self.len >= want && Fingerprint::of(&self.bytes[..want]) == *fingerprint
     }
 }
 
@@ -117,6 +143,42 @@ mod tests {
         assert!(full.is_full());
         assert!(full.matches(&reader).unwrap());
         assert_eq!(Fingerprint::from_text(&full.to_text()), Some(full));
+    }
+
+    #[test]
+    fn one_read_of_the_first_bytes_checks_and_takes_fingerprints_as_two_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"short").unwrap();
+        let small = Fingerprint::read(&File::open(&path).unwrap(), 5).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&[b'x'; 1000]).unwrap();
+        let reader = File::open(&path).unwrap();
+        let prefix = Prefix::read(&reader).unwrap();
+        for fp in [small, Fingerprint::read(&reader, 1005).unwrap()] {
+            assert_eq!(prefix.starts_as(&fp), fp.matches(&reader).unwrap());
+            assert!(prefix.starts_as(&fp));
+        }
+        // Taken at a size read before the file grew, a fingerprint covers that size only.
+        assert_eq!(prefix.fingerprint(5), small);
+        assert!(prefix.fingerprint(1005).is_full());
+        std::fs::write(&path, b"shorn").unwrap();
+        let changed = Prefix::read(&File::open(&path).unwrap()).unwrap();
+        assert!(!changed.starts_as(&small));
+        std::fs::write(&path, b"sho").unwrap();
+        let shorter = Prefix::read(&File::open(&path).unwrap()).unwrap();
+        assert!(
+            !shorter.starts_as(&small),
+            "a file shorter than the fingerprint"
+        );
+        assert!(
+            Prefix::read(&File::open(&path).unwrap())
+                .unwrap()
+                .starts_as(&Fingerprint::of(b""))
+        );
     }
 
     #[test]

@@ -14,6 +14,6 @@ mod writer;
 
 pub use checkpoint::{AckedCursor, AckedOffset};
 pub use file::{PositionsError, load, save};
-pub use identity::{FINGERPRINT_BYTES, FileId, Fingerprint};
+pub use identity::{FINGERPRINT_BYTES, FileId, Fingerprint, Prefix};
 pub use table::Table;
 pub use writer::{Changes, WRITE_INTERVAL, WriteCounters, Writer, write_interval};

@@ -13,7 +13,7 @@ use crate::acknowledge::{Acknowledger, SourceKey};
 use crate::entry::Timestamp;
 use crate::labels::LabelSet;
 use crate::metrics::Metrics;
-use crate::positions::{AckedOffset, FileId, Fingerprint};
+use crate::positions::{AckedOffset, FileId, Fingerprint, Prefix};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::fs::File;
@@ -130,9 +130,15 @@ impl TailedFile {
             return Ok(None);
         }
         let size = meta.len();
-        let start = acks.resume_offset(&path, id, size, |fp| fp.matches(&file).unwrap_or(false));
-        let fingerprint = Fingerprint::read(&file, size).unwrap_or(Fingerprint::of(b""));
-        file.seek(SeekFrom::Start(start.get()))?;
+        let prefix = Prefix::read(&file);
+        let start = acks.resume_offset(&path, id, size, |fp| {
+            prefix.as_ref().is_ok_and(|p| p.starts_as(fp))
+        });
+        let fingerprint = prefix.map_or(Fingerprint::of(b""), |p| p.fingerprint(size));
+        // A file just opened is at its start: one system call less per file found.
+        if start.get() > 0 {
+            file.seek(SeekFrom::Start(start.get()))?;
+        }
         let source = acks.open(&path, id, fingerprint, start);
         tracing::debug!(path = %path.display(), position = start.get(), size, "tailing file");
         Ok(Some(TailedFile {
@@ -152,7 +158,9 @@ impl TailedFile {
             queued: false,
             last_active: Instant::now(),
             has_read: false,
-            verified_ctime: None,
+            // Its first bytes were just read (and, resuming, checked against the position's):
+            // the first read after a restart need not read them once more.
+            verified_ctime: Some((meta.ctime(), meta.ctime_nsec())),
             gone_since: None,
         }))
     }

@@ -404,7 +404,7 @@ impl Tailer {
         let scan = self.targets.scan();
         self.scanned = scan.dirs;
         let found = scan.files;
-        let found_paths: HashSet<PathBuf> = found.iter().map(|(p, _, _)| p.clone()).collect();
+        let mut found_paths: HashSet<PathBuf> = HashSet::with_capacity(found.len());
         for (path, target, meta) in found {
             if self.live.contains_key(&path) {
                 if self
@@ -418,8 +418,9 @@ impl Tailer {
                     self.check_stat(&path, Ok(meta));
                 }
             } else {
-                self.add(path, target);
+                self.add(path.clone(), target);
             }
+            found_paths.insert(path);
         }
         let vanished: Vec<PathBuf> = self
             .live

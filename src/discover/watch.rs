@@ -280,6 +280,14 @@ impl Dirs {
         Ok(())
     }
 
+    /// The root a watch descriptor was added for.
+    fn root_of(&self, id: i32) -> Option<WatchRoot> {
+        self.by_root
+            .iter()
+            .find(|(_, wds)| wds.iter().any(|w| w.get_watch_descriptor_id() == id))
+            .map(|(root, _)| root.clone())
+    }
+
     fn unwatch(&mut self, root: &WatchRoot) {
         for wd in self.by_root.remove(root).unwrap_or_default() {
             // Another root may watch the same directory: the kernel gives one descriptor per
@@ -405,11 +413,8 @@ fn read_events(mut inotify: Inotify, stop: i32, dirs: &Mutex<Dirs>, inbox: &dyn 
                 match meaning {
                     Meaning::Touch(touch) => inbox.touch(path, touch),
                     Meaning::NewDir => {
-                        if recursive {
-                            let root = dirs.root_of(id);
-                            if let Some(root) = root {
-                                let _ = dirs.watch_tree(&root, &path);
-                            }
+                        if recursive && let Some(root) = dirs.root_of(id) {
+                            let _ = dirs.watch_tree(&root, &path);
                         }
                         inbox.request_rescan();
                     }
@@ -417,16 +422,6 @@ fn read_events(mut inotify: Inotify, stop: i32, dirs: &Mutex<Dirs>, inbox: &dyn 
                 }
             }
         }
-    }
-}
-
-impl Dirs {
-    /// The root a watch descriptor was added for.
-    fn root_of(&self, id: i32) -> Option<WatchRoot> {
-        self.by_root
-            .iter()
-            .find(|(_, wds)| wds.iter().any(|w| w.get_watch_descriptor_id() == id))
-            .map(|(root, _)| root.clone())
     }
 }
 

@@ -10,13 +10,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PathLabel {
-    pub path: String,
-}
+mod files;
+pub use files::{FileFamilies, FileSeries};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HostLabel {
@@ -62,11 +60,8 @@ fn batch_histogram() -> Histogram {
 /// Every metric logferry exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
-    pub read_bytes: Family<PathLabel, Counter>,
-    pub read_lines: Family<PathLabel, Counter>,
-    pub file_size: Family<PathLabel, Gauge>,
-    pub file_position: Family<PathLabel, Gauge>,
-    pub file_lag: Family<PathLabel, Gauge>,
+    /// Bytes and lines read, size, acknowledged position and lag of each file.
+    pub files: Arc<FileFamilies>,
     pub active_files: Gauge,
     pub lines_dropped: Family<ReasonLabel, Counter>,
     pub lines_truncated: Counter,
@@ -105,11 +100,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("logferry")),
-            read_bytes: Family::default(),
-            read_lines: Family::default(),
-            file_size: Family::default(),
-            file_position: Family::default(),
-            file_lag: Family::default(),
+            files: Arc::default(),
             active_files: Gauge::default(),
             lines_dropped: Family::default(),
             lines_truncated: Counter::default(),
@@ -139,23 +130,7 @@ impl Metrics {
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
-            r.register("read_bytes", "Bytes read, per file", m.read_bytes.clone());
-            r.register("read_lines", "Lines read, per file", m.read_lines.clone());
-            r.register(
-                "file_size_bytes",
-                "Size of each file being read",
-                m.file_size.clone(),
-            );
-            r.register(
-                "file_position_bytes",
-                "Acknowledged position of each file being read",
-                m.file_position.clone(),
-            );
-            r.register(
-                "file_lag_bytes",
-                "Bytes of each file not acknowledged yet",
-                m.file_lag.clone(),
-            );
+            r.register_collector(Box::new(m.files.clone()));
             r.register("files_active", "Files being read", m.active_files.clone());
             r.register(
                 "journal_entries_read",
@@ -286,20 +261,9 @@ impl Metrics {
         m
     }
 
-    /// A per-file metric label.
-    pub fn path(path: &std::path::Path) -> PathLabel {
-        PathLabel {
-            path: path.to_string_lossy().into_owned(),
-        }
-    }
-
-    /// Forgets the per-file series of a file no longer read.
-    pub fn forget_file(&self, label: &PathLabel) {
-        self.read_bytes.remove(label);
-        self.read_lines.remove(label);
-        self.file_size.remove(label);
-        self.file_position.remove(label);
-        self.file_lag.remove(label);
+    /// Forgets the per-file series of a path no longer read.
+    pub fn forget_file(&self, path: &std::path::Path) {
+        self.files.forget(path);
     }
 
     /// Registers more metrics (pipeline `metrics` stages, say).
@@ -325,10 +289,9 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::new();
-        m.read_bytes
-            .get_or_create(&PathLabel {
-                path: "/var/log/syslog".into(),
-            })
+        m.files
+            .series(std::path::Path::new("/var/log/syslog"))
+            .read_bytes
             .inc_by(5);
         m.sent_entries
             .get_or_create(&HostLabel {

@@ -12,10 +12,9 @@ mod ledger;
 
 pub use ledger::Ledger;
 
-use crate::metrics::Metrics;
+use crate::metrics::{FileSeries, Metrics};
 use crate::positions::{AckedCursor, AckedOffset, FileId, Fingerprint, Table};
-use prometheus_client::metrics::gauge::Gauge;
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -40,7 +39,8 @@ enum Resume {
         id: FileId,
         /// The file's size when last read, for the lag gauge.
         size: u64,
-        gauges: Option<(Gauge, Gauge)>,
+        /// Where its acknowledged position and lag are shown.
+        series: Option<std::sync::Arc<FileSeries>>,
     },
     /// An input that resumes from a cursor of its own, recorded under `key`. `marks` holds,
     /// oldest first, the cursor reached at each ledger number not yet settled.
@@ -65,13 +65,17 @@ impl Source {
     fn publish(&self) {
         if let Resume::File {
             size,
-            gauges: Some((position, lag)),
+            series: Some(series),
             ..
         } = &self.resume
         {
             let acked = self.ledger.acked().get();
-            position.set(i64::try_from(acked).unwrap_or(i64::MAX));
-            lag.set(i64::try_from(size.saturating_sub(acked)).unwrap_or(i64::MAX));
+            series
+                .position
+                .set(i64::try_from(acked).unwrap_or(i64::MAX));
+            series
+                .lag
+                .set(i64::try_from(size.saturating_sub(acked)).unwrap_or(i64::MAX));
         }
     }
 
@@ -158,18 +162,12 @@ impl Acknowledger {
         let key = SourceKey(inner.next_key);
         inner.next_key += 1;
         inner.table.claim(id, path, fingerprint, start);
-        let gauges = self.metrics.as_ref().map(|m| {
-            let label = Metrics::path(path);
-            (
-                m.file_position.get_or_create(&label).clone(),
-                m.file_lag.get_or_create(&label).clone(),
-            )
-        });
+        let series = self.metrics.as_ref().map(|m| m.files.series(path));
         let source = Source {
             resume: Resume::File {
                 id,
                 size: start.get(),
-                gauges,
+                series,
             },
             ledger: Ledger::new(start),
             closed: false,

@@ -185,7 +185,7 @@ impl Dispatch {
         if split.spans.is_empty() || self.stopped {
             return;
         }
-        tf.counters.lines.inc_by(split.spans.len() as u64);
+        tf.series.read_lines.inc_by(split.spans.len() as u64);
         let (base, last_ts) = split.stamp(tf.last_ts);
         tf.last_ts = last_ts;
         match self.pipelines.get_mut(tf.target) {

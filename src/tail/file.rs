@@ -12,10 +12,8 @@ use super::lines::{Split, Splitter};
 use crate::acknowledge::{Acknowledger, SourceKey};
 use crate::entry::Timestamp;
 use crate::labels::LabelSet;
-use crate::metrics::Metrics;
-use crate::positions::{AckedOffset, FileId, Fingerprint, Prefix};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
+use crate::metrics::{FileSeries, Metrics};
+use crate::positions::{AckedOffset, FINGERPRINT_BYTES, FileId, Fingerprint, Prefix};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -30,6 +28,8 @@ pub(super) enum Read1 {
         split: Split,
         bytes: usize,
         more: bool,
+        /// The fingerprint of the bytes read when the read started at the file's start.
+        head: Option<Fingerprint>,
     },
     /// Nothing new.
     Eof,
@@ -54,25 +54,6 @@ pub(super) enum Seen {
     Removed,
 }
 
-/// A file's metric handles, looked up once when it is opened.
-#[derive(Debug)]
-pub(super) struct FileCounters {
-    pub bytes: Counter,
-    pub lines: Counter,
-    pub size: Gauge,
-}
-
-impl FileCounters {
-    pub fn new(metrics: &Metrics, path: &std::path::Path) -> FileCounters {
-        let label = Metrics::path(path);
-        FileCounters {
-            bytes: metrics.read_bytes.get_or_create(&label).clone(),
-            lines: metrics.read_lines.get_or_create(&label).clone(),
-            size: metrics.file_size.get_or_create(&label).clone(),
-        }
-    }
-}
-
 #[derive(Debug)]
 pub(super) struct TailedFile {
     pub path: PathBuf,
@@ -80,7 +61,8 @@ pub(super) struct TailedFile {
     pub target: usize,
     /// Names its lines in the target's pipeline.
     pub slot: u32,
-    pub counters: FileCounters,
+    /// Its metric series, looked up once when it is opened.
+    pub series: Arc<FileSeries>,
     /// Its size when last looked at.
     pub size: u64,
     pub labels: Arc<LabelSet>,
@@ -130,11 +112,20 @@ impl TailedFile {
             return Ok(None);
         }
         let size = meta.len();
-        let prefix = Prefix::read(&file);
+        // The first bytes are read here only to check a recorded position's fingerprint. A
+        // file with none (every file the first time it is seen) takes its fingerprint from
+        // its first read instead: one system call less per new file.
+        let mut prefix = None;
         let start = acks.resume_offset(&path, id, size, |fp| {
-            prefix.as_ref().is_ok_and(|p| p.starts_as(fp))
+            prefix
+                .insert(Prefix::read(&file))
+                .as_ref()
+                .is_ok_and(|p| p.starts_as(fp))
         });
-        let fingerprint = prefix.map_or(Fingerprint::of(b""), |p| p.fingerprint(size));
+        let fingerprint = match prefix {
+            Some(Ok(p)) => p.fingerprint(size),
+            _ => Fingerprint::of(b""),
+        };
         // A file just opened is at its start: one system call less per file found.
         if start.get() > 0 {
             file.seek(SeekFrom::Start(start.get()))?;
@@ -145,7 +136,7 @@ impl TailedFile {
             labels,
             target,
             slot,
-            counters: FileCounters::new(metrics, &path),
+            series: metrics.files.series(&path),
             size,
             path,
             file: Some(file),
@@ -233,21 +224,28 @@ impl TailedFile {
         };
         let same = file.metadata().is_ok_and(|m| FileId::of(&m) == self.id)
             && self.fingerprint.matches(&file).unwrap_or(false);
-        if !same || file.seek(SeekFrom::Start(self.read_pos)).is_err() {
+        if !same || (self.read_pos > 0 && file.seek(SeekFrom::Start(self.read_pos)).is_err()) {
             return false;
         }
         self.file = Some(file);
         true
     }
 
-    /// A file shorter than a full fingerprint when opened has one now that it grew: its
-    /// identity (in memory and in the positions) gets the longer one.
-    pub fn grow_fingerprint(&mut self, acks: &Acknowledger) {
+    /// A file shorter than a full fingerprint when opened (or not fingerprinted yet) has a
+    /// longer one now that it was read: its identity (in memory and in the positions) gets it.
+    /// `head` is the fingerprint of the read just made if it started at the file's start.
+    pub fn grow_fingerprint(&mut self, acks: &Acknowledger, head: Option<Fingerprint>) {
         if self.fingerprint.is_full() {
             return;
         }
-        if let Some(file) = self.file.as_ref()
-            && let Ok(fp) = Fingerprint::read(file, self.read_pos)
+        let longer = match head {
+            Some(fp) => Some(fp),
+            None => self
+                .file
+                .as_ref()
+                .and_then(|file| Fingerprint::read(file, self.read_pos).ok()),
+        };
+        if let Some(fp) = longer
             && fp.len > self.fingerprint.len
         {
             self.fingerprint = fp;
@@ -263,7 +261,7 @@ impl TailedFile {
         let meta = file.metadata()?;
         let size = meta.len();
         self.size = size;
-        self.counters
+        self.series
             .size
             .set(i64::try_from(size).unwrap_or(i64::MAX));
         if size < self.read_pos {
@@ -305,6 +303,8 @@ impl TailedFile {
             }
         }
         buf.truncate(base + got);
+        let head = (self.read_pos == 0)
+            .then(|| Fingerprint::of(&buf[base..base + got.min(FINGERPRINT_BYTES)]));
         self.read_pos += got as u64;
         self.last_active = Instant::now();
         self.has_read |= got > 0;
@@ -313,6 +313,7 @@ impl TailedFile {
             split,
             bytes: got,
             more: self.read_pos < size,
+            head,
         })
     }
 

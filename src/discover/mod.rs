@@ -15,8 +15,9 @@ pub use stamps::DirStamps;
 use crate::config::{Config, PATH_EXCLUDE_LABEL, PATH_LABEL, expand_braces};
 use crate::labels::LabelSet;
 use crate::relabel;
+use foldhash::{HashSet, HashSetExt};
 use glob::{MatchOptions, Pattern};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 

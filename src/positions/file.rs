@@ -19,8 +19,9 @@
 use super::checkpoint::{AckedCursor, AckedOffset};
 use super::identity::{FileId, Fingerprint};
 use super::table::{Record, Table};
+use foldhash::{HashMap, HashMapExt};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

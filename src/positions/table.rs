@@ -2,7 +2,8 @@
 
 use super::checkpoint::{AckedCursor, AckedOffset};
 use super::identity::{FileId, Fingerprint};
-use std::collections::{BTreeMap, HashMap};
+use foldhash::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! long the tailer is held up by a slow output, the inbox holds at most one entry per path.
 
 use super::TailPlan;
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;

@@ -205,7 +205,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         chunk_rx,
         acks.clone(),
         outputs_rx,
-        metrics.clone(),
         stop_rx,
         abort_rx.clone(),
     ));

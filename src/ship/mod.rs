@@ -19,12 +19,14 @@ pub mod tls;
 use crate::acknowledge::Acknowledger;
 use crate::config::{ClientConfig, Config, ElasticsearchConfig};
 use crate::entry::Chunk;
-use crate::metrics::{HostLabel, Metrics};
+use crate::metrics::Metrics;
 use crate::status::StatusBoard;
-use std::collections::{HashSet, VecDeque};
+use prometheus_client::metrics::gauge::Gauge;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use tokio::sync::{mpsc, watch};
 
 /// An output that cannot be built, or that cannot go on.
@@ -167,8 +169,8 @@ pub const OUTPUT_QUEUE: usize = 64;
 pub struct OutputHandle {
     /// Unique for the life of the process; kept by outputs that survive a reload.
     pub key: u64,
-    /// The metrics label (`host:port`, or `stdout`).
-    pub name: String,
+    /// How full its queue is, under the output's metrics label (`host:port`, or `stdout`).
+    pub fill: Gauge<f64, AtomicU64>,
     pub queue: mpsc::Sender<Arc<Chunk>>,
 }
 
@@ -179,11 +181,13 @@ pub async fn fan_out(
     mut chunks: mpsc::Receiver<Chunk>,
     acks: Arc<Acknowledger>,
     mut outputs: watch::Receiver<Vec<OutputHandle>>,
-    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
 ) {
     let mut stopping = false;
+    // Kept from chunk to chunk: handing out a chunk allocates nothing.
+    let mut todo: VecDeque<OutputHandle> = VecDeque::new();
+    let mut handed: Vec<u64> = Vec::new();
     loop {
         let chunk = tokio::select! {
             biased;
@@ -198,15 +202,15 @@ pub async fn fan_out(
         let Some(chunk) = chunk else { return };
         // The fan-out holds a share of the chunk until it is done handing it out, so that
         // outputs a reload adds meanwhile can still be counted in.
-        let mut todo: VecDeque<OutputHandle> =
-            outputs.borrow_and_update().iter().cloned().collect();
+        todo.clear();
+        todo.extend(outputs.borrow_and_update().iter().cloned());
         if todo.is_empty() {
             // Nothing could deliver it: left unarmed, it holds its file's position back.
             continue;
         }
         acks.arm(chunk.ticket, todo.len() as u32 + 1);
         let chunk = Arc::new(chunk);
-        let mut handed: HashSet<u64> = HashSet::new();
+        handed.clear();
         while let Some(output) = todo.pop_front() {
             let mut abort = abort.clone();
             let sent = tokio::select! {
@@ -217,27 +221,28 @@ pub async fn fan_out(
                 () = removed(&mut outputs, output.key) => false,
                 sent = output.queue.send(chunk.clone()) => sent.is_ok(),
             };
-            handed.insert(output.key);
+            handed.push(output.key);
             // Outputs a reload added since the chunk came in get it too.
-            let newcomers: Vec<OutputHandle> = outputs
-                .borrow()
-                .iter()
-                .filter(|o| !handed.contains(&o.key) && !todo.iter().any(|t| t.key == o.key))
-                .cloned()
-                .collect();
-            if !newcomers.is_empty() && acks.add_outputs(chunk.ticket, newcomers.len() as u32) {
-                todo.extend(newcomers);
+            let is_new =
+                |o: &OutputHandle| !handed.contains(&o.key) && !todo.iter().any(|t| t.key == o.key);
+            if outputs.borrow().iter().any(is_new) {
+                let newcomers: Vec<OutputHandle> = outputs
+                    .borrow()
+                    .iter()
+                    .filter(|o| is_new(o))
+                    .cloned()
+                    .collect();
+                if acks.add_outputs(chunk.ticket, newcomers.len() as u32) {
+                    todo.extend(newcomers);
+                }
             }
             if !sent {
                 acks.settle(chunk.ticket);
                 continue;
             }
             let used = output.queue.max_capacity() - output.queue.capacity();
-            metrics
-                .queue_fill
-                .get_or_create(&HostLabel {
-                    host: output.name.clone(),
-                })
+            output
+                .fill
                 .set(used as f64 / output.queue.max_capacity().max(1) as f64);
         }
         // The fan-out's own share.

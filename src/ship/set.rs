@@ -5,6 +5,7 @@
 //! they finish with what they hold. Nothing changes if any new output cannot be built.
 
 use super::{Inbox, OUTPUT_QUEUE, OutputContext, OutputError, OutputHandle, OutputSpec};
+use crate::metrics::HostLabel;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -78,7 +79,14 @@ impl OutputSet {
             let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
             let handle = OutputHandle {
                 key,
-                name: output.name(),
+                fill: self
+                    .ctx
+                    .metrics
+                    .queue_fill
+                    .get_or_create(&HostLabel {
+                        host: output.name(),
+                    })
+                    .clone(),
                 queue: tx,
             };
             let inbox = Inbox {

@@ -7,7 +7,10 @@
 //! size and `LOGFERRY_BENCH_FILES` the number of files (`LOGFERRY_BENCH_FILES=1000
 //! LOGFERRY_BENCH_MB=250`: a node's thousand small container logs). `LOGFERRY_BENCH_BASELINE`
 //! names other builds of the binary (`:`-separated) to run on the same files in the same run, for
-//! a before and after. `cargo test` runs it on 4 MiB, only to check that it works.
+//! a before and after. `LOGFERRY_BENCH_NOFILE` runs the binary under that open-files limit
+//! (`LOGFERRY_BENCH_FILES=10000 LOGFERRY_BENCH_MB=150 LOGFERRY_BENCH_NOFILE=1024`: more files
+//! than descriptors, so that files are closed and opened again). `cargo test` runs it on 4 MiB,
+//! only to check that it works.
 //!
 //! Reported per encoding: lines/s and MB/s of raw log, how long until the first line arrived,
 //! logferry's CPU seconds per GB (user + system, from /proc), its peak RSS, the floor's CPU
@@ -15,7 +18,8 @@
 //! (`LOGFERRY_BENCH_RUNS`), taking turns with the floor, which is measured as many times: the
 //! least CPU of each side makes the ratio, and the most CPU of the binary's runs is printed next
 //! to it (`most`) to show the machine's noise. The floor's chunks are the tailer's (see
-//! `common/chunks.rs`): lines stamped a nanosecond apart, buffers the size of what is read.
+//! `common/chunks.rs`): lines stamped a nanosecond apart, buffers the size of what is read; and
+//! its batches are the client's, lines of many files in bodies of up to 1 MiB.
 //!
 //! Then the `stages` workload (`common/stages_workload.rs`): nginx lines through `regex` →
 //! `labels` → `timestamp`, with its shipping and parsing floors, on all cores and on one.
@@ -43,7 +47,7 @@ mod loki_run;
 mod stages_workload;
 #[path = "common/workload.rs"]
 mod workload;
-use chunks::{Read1, read_chunks};
+use chunks::read_chunks;
 use loki_run::{Run, Shipment, fold, runs, ship_once};
 use workload::{builds, file_count, make_files, size_mb, thread_cpu};
 
@@ -54,23 +58,19 @@ fn floor(paths: &[PathBuf], encoding: Encoding, compression: Compression) -> Dur
     let mut batch = Batch::default();
     let start = thread_cpu();
     let mut sink = 0usize;
-    read_chunks(paths, |read| match read {
-        Read1::Chunk(chunk) => {
-            let mut from = 0;
-            while let Some(rest) = batch.add(&chunk, from, 1 << 20, Instant::now()) {
-                sink += encoder.encode(&batch.take()).map_or(0, |b| b.bytes.len());
-                from = rest;
-            }
-            if batch.is_full(1 << 20) {
-                sink += encoder.encode(&batch.take()).map_or(0, |b| b.bytes.len());
-            }
+    read_chunks(paths, |chunk| {
+        let mut from = 0;
+        while let Some(rest) = batch.add(&chunk, from, 1 << 20, Instant::now()) {
+            sink += encoder.encode(&batch.take()).map_or(0, |b| b.bytes.len());
+            from = rest;
         }
-        Read1::FileEnd => {
-            if !batch.is_empty() {
-                sink += encoder.encode(&batch.take()).map_or(0, |b| b.bytes.len());
-            }
+        if batch.is_full(1 << 20) {
+            sink += encoder.encode(&batch.take()).map_or(0, |b| b.bytes.len());
         }
     });
+    if !batch.is_empty() {
+        sink += encoder.encode(&batch.take()).map_or(0, |b| b.bytes.len());
+    }
     std::hint::black_box(sink);
     thread_cpu() - start
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 mod chunks;
 #[path = "common/workload.rs"]
 mod workload;
-use chunks::{Read1, read_chunks};
+use chunks::read_chunks;
 use workload::{file_count, make_files, proc_usage, size_mb, thread_cpu};
 
 /// The floor: read, split, render and gzip the files as the Elasticsearch output would,
@@ -43,23 +43,19 @@ fn floor(paths: &[PathBuf]) -> Duration {
     let mut batch = Batch::default();
     let start = thread_cpu();
     let mut sink = 0usize;
-    read_chunks(paths, |read| match read {
-        Read1::Chunk(chunk) => {
-            let mut from = 0;
-            while let Some(rest) = batch.add(&mut renderer, &chunk, from, limit, Instant::now()) {
-                sink += gzip(&batch.take());
-                from = rest;
-            }
-            if batch.is_full(limit) {
-                sink += gzip(&batch.take());
-            }
+    read_chunks(paths, |chunk| {
+        let mut from = 0;
+        while let Some(rest) = batch.add(&mut renderer, &chunk, from, limit, Instant::now()) {
+            sink += gzip(&batch.take());
+            from = rest;
         }
-        Read1::FileEnd => {
-            if !batch.is_empty() {
-                sink += gzip(&batch.take());
-            }
+        if batch.is_full(limit) {
+            sink += gzip(&batch.take());
         }
     });
+    if !batch.is_empty() {
+        sink += gzip(&batch.take());
+    }
     std::hint::black_box(sink);
     thread_cpu() - start
 }

@@ -18,16 +18,12 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// What the reader hands over.
-pub enum Read1 {
-    /// One read's complete lines.
-    Chunk(Arc<Chunk>),
-    /// The file just read is done.
-    FileEnd,
-}
-
-/// Reads each file in turn, calling `each` with its chunks, then with the end of the file.
-pub fn read_chunks(paths: &[PathBuf], mut each: impl FnMut(Read1)) {
+/// Reads each file in turn, calling `each` with each read's complete lines.
+///
+/// Files' ends are not reported: the outputs batch lines of many files together (up to
+/// `batchsize`), and a floor that sent each file's lines in a body of its own would compress
+/// smaller bodies than logferry sends (about 6 % less CPU on 10,000 files of 15 KB, same run).
+pub fn read_chunks(paths: &[PathBuf], mut each: impl FnMut(Arc<Chunk>)) {
     let acks = Acknowledger::new(Table::default());
     for (i, path) in paths.iter().enumerate() {
         let labels = Arc::new(LabelSet::new([
@@ -66,13 +62,12 @@ pub fn read_chunks(paths: &[PathBuf], mut each: impl FnMut(Read1)) {
             last = next;
             let lines = split.lines_at(stamp);
             let ticket = acks.dispatch(source, offset, offset, 1);
-            each(Read1::Chunk(Arc::new(Chunk::new(
+            each(Arc::new(Chunk::new(
                 ticket,
                 labels.clone(),
                 split.text,
                 lines,
-            ))));
+            )));
         }
-        each(Read1::FileEnd);
     }
 }

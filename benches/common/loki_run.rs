@@ -85,6 +85,15 @@ pub fn fold(runs: Vec<Run>) -> Run {
     }
 }
 
+/// The open-files limit (soft and hard) the binary runs under: `LOGFERRY_BENCH_NOFILE`, or
+/// this process's own. A node whose limit is below its file count makes the tailer close and
+/// reopen files to stay within its descriptor budget.
+fn open_files_limit() -> Option<libc::rlim_t> {
+    std::env::var("LOGFERRY_BENCH_NOFILE")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Runs the binary once from the start (no positions file) until the receiver has every line,
 /// then stops it. The client waits at most
 /// 100 ms to fill a batch (Promtail's default is 1 s): the last lines of a run then wait no
@@ -114,14 +123,29 @@ pub fn ship_once(s: &Shipment) -> Run {
         .arg("-log.level=warn")
         .envs(s.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null());
-    if s.one_core {
-        // SAFETY: between fork and exec, only sched_setaffinity (async-signal-safe) runs.
+    let one_core = s.one_core;
+    let nofile = open_files_limit();
+    if one_core || nofile.is_some() {
+        // SAFETY: between fork and exec, only sched_setaffinity and setrlimit
+        // (async-signal-safe) run.
         unsafe {
-            command.pre_exec(|| {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(0, &mut set);
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    return Err(std::io::Error::last_os_error());
+            command.pre_exec(move || {
+                if one_core {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut set);
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(limit) = nofile {
+                    let both = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &both) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });

@@ -394,6 +394,61 @@ fn a_file_replaced_while_stopped_is_read_from_its_start() {
     assert_eq!(agent.lines(), numbered_lines("second file ", 0, 30));
 }
 
+/// A file rewritten in place while logferry is stopped (same inode, other first bytes, longer
+/// than before): its position is for the old bytes, so it is read from its start. This is what
+/// the fingerprint a new file gets from its first read is for: the position file holds it.
+#[test]
+fn a_file_rewritten_in_place_while_stopped_is_read_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    // Longer than a fingerprint (256 bytes), and a short file that grows to more.
+    let short = dir.path().join("short.log");
+    append(&log, numbered("first version ", 0, 40));
+    append(&short, "one\n");
+    let config = Config::new(dir.path(), dir.path().join("*.log"));
+    let positions = config.positions.clone();
+    let config = config.write(dir.path());
+    let mut agent = Agent::start(&config);
+    agent.wait_for_line("first version 39", SOON);
+    agent.wait_for_line("one", SOON);
+    append(&short, &numbered("grown ", 0, 30));
+    agent.wait_for_line("grown 29", SOON);
+    agent.stop();
+    let records = read_positions(&positions);
+    for (path, fingerprinted) in [(&log, 256), (&short, 256)] {
+        let record = records
+            .iter()
+            .find(|r| r.path == path.display().to_string())
+            .unwrap_or_else(|| panic!("no record for {}: {records:?}", path.display()));
+        let fingerprint = record.fingerprint.clone().unwrap_or_default();
+        assert!(
+            fingerprint.ends_with(&format!("/{fingerprinted}")),
+            "{}: fingerprint {fingerprint:?}",
+            path.display()
+        );
+    }
+
+    let inode = file_id(&log);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
+    file.write_all(numbered("second version ", 0, 60).as_bytes())
+        .unwrap();
+    drop(file);
+    assert_eq!(file_id(&log), inode);
+    let mut agent = Agent::start(&config);
+    agent.wait_for_line("second version 59", SOON);
+    agent.stop();
+    assert_eq!(
+        agent.lines_of(&log),
+        numbered_lines("second version ", 0, 60),
+        "{}",
+        agent.stderr()
+    );
+}
+
 /// A file rotated away or deleted with an unfinished last line: no newline can come any more,
 /// so the line is sent once the file is closed.
 #[test]

@@ -411,7 +411,7 @@ fn a_file_rewritten_in_place_while_stopped_is_read_from_its_start() {
     let mut agent = Agent::start(&config);
     agent.wait_for_line("first version 39", SOON);
     agent.wait_for_line("one", SOON);
-    append(&short, &numbered("grown ", 0, 30));
+    append(&short, numbered("grown ", 0, 30));
     agent.wait_for_line("grown 29", SOON);
     agent.stop();
     let records = read_positions(&positions);

@@ -1,7 +1,7 @@
 //! What every end-to-end floor does first: read the files and split them into chunks as the
-//! tailer does (reads of up to 256 KiB into a buffer the size of what is left, one chunk per
-//! read, registered with an acknowledger, lines stamped as the tailer stamps them), so that
-//! floors differ only in what their output does with the chunks.
+//! tailer does (reads of up to 256 KiB onto a buffer the size of what is left, with no zeroing
+//! first, one chunk per read, registered with an acknowledger, lines stamped as the tailer
+//! stamps them), so that floors differ only in what their output does with the chunks.
 //!
 //! Why the stamps matter: with one timestamp for all of a read's lines, as this floor once had,
 //! its protobuf bodies repeated themselves more than logferry's (whose lines are a nanosecond
@@ -13,8 +13,8 @@ use logferry::acknowledge::Acknowledger;
 use logferry::entry::{Chunk, Timestamp};
 use logferry::labels::LabelSet;
 use logferry::positions::{AckedOffset, FileId, Fingerprint, Table};
+use logferry::tail::append::read_onto;
 use logferry::tail::lines::{LineLimit, Splitter};
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -39,7 +39,7 @@ pub fn read_chunks(paths: &[PathBuf], mut each: impl FnMut(Arc<Chunk>)) {
             Fingerprint::of(b""),
             AckedOffset::START,
         );
-        let mut file = std::fs::File::open(path).expect("open bench file");
+        let file = std::fs::File::open(path).expect("open bench file");
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut splitter = Splitter::new(LineLimit::from_config(0, false));
         let (mut offset, mut last) = (0u64, Timestamp::from_nanos(0));
@@ -47,10 +47,7 @@ pub fn read_chunks(paths: &[PathBuf], mut each: impl FnMut(Arc<Chunk>)) {
             // As the tailer does: a buffer the size of what is left to read, at most one read.
             let want = (size.saturating_sub(offset) as usize).clamp(1, 256 * 1024);
             let mut buf = splitter.take_buffer(want);
-            let base = buf.len();
-            buf.resize(base + want, 0);
-            let n = file.read(&mut buf[base..]).expect("read bench file");
-            buf.truncate(base + n);
+            let n = read_onto(&file, &mut buf, want).expect("read bench file");
             offset += n as u64;
             let split = splitter.split(buf, offset);
             if n == 0 {

@@ -15,7 +15,7 @@ use super::file::TailedFile;
 use super::lines::Split;
 use super::pipelined::{self, TargetPipeline};
 use crate::acknowledge::{Acknowledger, SourceKey};
-use crate::entry::ChunkSender;
+use crate::entry::{Chunk, ChunkSender};
 use crate::labels::LabelSet;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::pipeline::Pipeline;
@@ -26,6 +26,15 @@ use std::time::Instant;
 
 /// Lanes per target at most, whatever the number of cores.
 const MAX_LANES: usize = 8;
+
+/// Bytes of plain chunks held before they are handed over together (see [`Dispatch::release`]).
+///
+/// Why hold them at all: each chunk handed over alone woke the outputs' runtime, which had
+/// parked since the last one: on 10,000 small files, 10,000 wake-ups, a system call on each
+/// side and a tenth of the CPU. Chunks handed over together are taken in one wake-up. Held no
+/// longer than one round of reads, and never more than this, they add no latency that counts
+/// next to `batchwait`.
+const HOLD_BYTES: usize = 256 * 1024;
 
 /// Set `LOGFERRY_STAGE_LANES=N` to run each target's stages on up to N threads (at most one per
 /// core). Off by default: on two cores it has not yet shown the throughput that would pay for
@@ -53,6 +62,9 @@ pub(super) struct Dispatch {
     lanes_stopped: Arc<AtomicBool>,
     /// Lanes a target's stages run in (below 2: on the tailer's thread).
     lane_count: usize,
+    /// Chunks of targets without stages, read and not handed over yet, and their bytes.
+    held: Vec<Chunk>,
+    held_bytes: usize,
 }
 
 impl Dispatch {
@@ -71,6 +83,8 @@ impl Dispatch {
             stopped: false,
             lanes_stopped: Arc::new(AtomicBool::new(false)),
             lane_count: lanes.min(cores).min(MAX_LANES),
+            held: Vec::new(),
+            held_bytes: 0,
         }
     }
 
@@ -202,10 +216,27 @@ impl Dispatch {
         }
         if let Some(chunk) =
             pipelined::plain_chunk(&self.acks, tf.source, &tf.labels, split, base, tf.size)
-            && !self.stopped
-            && self.out.blocking_send(chunk).is_err()
         {
-            self.stopped = true;
+            self.held_bytes += chunk.text.len();
+            self.held.push(chunk);
+            if self.held_bytes >= HOLD_BYTES {
+                self.release();
+            }
+        }
+    }
+
+    /// Hands the chunks held over to the outputs (blocking while they are full). The tailer
+    /// calls this before it waits for anything, so that nothing read stays held.
+    pub fn release(&mut self) {
+        self.held_bytes = 0;
+        for chunk in self.held.drain(..) {
+            if self.stopped {
+                // Never acknowledged: read again at the next start.
+                continue;
+            }
+            if self.out.blocking_send(chunk).is_err() {
+                self.stopped = true;
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! it is still the same file. Scheduling over files — which file is read when, the budget,
 //! draining, pipelines, status — is the tailer's ([`super::Tailer`]).
 
+use super::append::read_onto;
 use super::lines::{Split, Splitter};
 use crate::acknowledge::{Acknowledger, SourceKey};
 use crate::entry::Timestamp;
@@ -15,7 +16,7 @@ use crate::labels::LabelSet;
 use crate::metrics::{FileSeries, Metrics};
 use crate::positions::{AckedOffset, FINGERPRINT_BYTES, FileId, Fingerprint, Prefix};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,6 +86,9 @@ pub(super) struct TailedFile {
     pub verified_ctime: Option<(i64, i64)>,
     /// When it left its path (rotated or removed); it is then drained and closed.
     pub gone_since: Option<Instant>,
+    /// Size and ctime as the open found them, for the first read: on 10,000 new files, one
+    /// `stat` each less.
+    pub stat_at_open: Option<(u64, (i64, i64))>,
 }
 
 impl TailedFile {
@@ -149,10 +153,11 @@ impl TailedFile {
             queued: false,
             last_active: Instant::now(),
             has_read: false,
-            // Its first bytes were just read (and, resuming, checked against the position's):
+            // Resuming, its first bytes were just checked against the position's fingerprint:
             // the first read after a restart need not read them once more.
             verified_ctime: Some((meta.ctime(), meta.ctime_nsec())),
             gone_since: None,
+            stat_at_open: Some((size, (meta.ctime(), meta.ctime_nsec()))),
         }))
     }
 
@@ -228,6 +233,8 @@ impl TailedFile {
             return false;
         }
         self.file = Some(file);
+        // It may have grown while it was closed.
+        self.stat_at_open = None;
         true
     }
 
@@ -258,8 +265,15 @@ impl TailedFile {
         let Some(file) = self.file.as_mut() else {
             return Ok(Read1::Eof);
         };
-        let meta = file.metadata()?;
-        let size = meta.len();
+        // A file just opened was just looked at: growth since comes as an event (or the next
+        // poll) and is read then.
+        let (size, ctime) = match self.stat_at_open.take() {
+            Some(seen) => seen,
+            None => {
+                let meta = file.metadata()?;
+                (meta.len(), (meta.ctime(), meta.ctime_nsec()))
+            }
+        };
         self.size = size;
         self.series
             .size
@@ -273,7 +287,6 @@ impl TailedFile {
         // reading on from `read_pos` would skip the new file's first bytes. So whenever the
         // file changed since its first bytes were last checked (its ctime moved), check that
         // it still starts with them (one pread of at most 256 bytes, from the page cache).
-        let ctime = (meta.ctime(), meta.ctime_nsec());
         if self.read_pos > 0
             && self.verified_ctime != Some(ctime)
             && !self.fingerprint.matches(file).unwrap_or(true)
@@ -287,22 +300,18 @@ impl TailedFile {
         let want = (size - self.read_pos).min(max as u64) as usize;
         let mut buf = self.splitter.take_buffer(want);
         let base = buf.len();
-        buf.resize(base + want, 0);
         let mut got = 0;
         while got < want {
-            match file.read(&mut buf[base + got..]) {
+            match read_onto(file, &mut buf, want - got) {
                 Ok(0) => break,
                 Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    buf.truncate(base + got);
                     self.read_pos += got as u64;
                     let _ = self.splitter.split(buf, self.read_pos);
                     return Err(e);
                 }
             }
         }
-        buf.truncate(base + got);
         let head = (self.read_pos == 0)
             .then(|| Fingerprint::of(&buf[base..base + got.min(FINGERPRINT_BYTES)]));
         self.read_pos += got as u64;
@@ -321,6 +330,7 @@ impl TailedFile {
     pub fn rewind(&mut self) -> std::io::Result<()> {
         self.splitter.reset();
         self.read_pos = 0;
+        self.stat_at_open = None;
         if let Some(file) = self.file.as_mut() {
             file.seek(SeekFrom::Start(0))?;
         }

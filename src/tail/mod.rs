@@ -24,6 +24,7 @@
 //! rotation or deletion (no newline can come then); at shutdown it is left unacknowledged, so
 //! the next start reads it again, whole once its newline arrives.
 
+pub mod append;
 mod dispatch;
 mod file;
 pub mod inbox;
@@ -340,9 +341,11 @@ impl Tailer {
             }
             self.read_ready();
             self.drain(false);
+            self.dispatch.release();
             self.dispatch.flush_due(Instant::now());
             self.publish_status(Instant::now());
         }
+        self.dispatch.release();
         tracing::debug!("tailer stopped");
     }
 
@@ -628,23 +631,46 @@ impl Tailer {
             let Some(path) = self.ready.pop_front() else {
                 return;
             };
-            let Some(mut tf) = self.live.remove(&path) else {
+            let Some(tf) = self.live.get_mut(&path) else {
                 continue;
             };
             tf.queued = false;
-            if tf.file.is_none() && !self.reopen(&mut tf) {
-                self.live.insert(path.clone(), tf);
-                self.check(&path);
-                continue;
-            }
-            let more = self.read_once(&mut tf);
-            self.live.insert(path.clone(), tf);
-            match more {
-                ReadResult::More => self.queue(&path),
+            let tf = if tf.file.is_some() {
+                tf
+            } else {
+                // Closed for the descriptor budget.
+                if !self.reopen_live(&path) {
+                    self.check(&path);
+                    continue;
+                }
+                let Some(tf) = self.live.get_mut(&path) else {
+                    continue;
+                };
+                tf
+            };
+            let read = read_once(tf, &mut self.dispatch, &self.acks, self.opts.read_size);
+            self.status_changed |= read.read_data;
+            match read.next {
+                ReadResult::More => {
+                    tf.queued = true;
+                    self.ready.push_back(path);
+                }
                 ReadResult::Truncated(size) => self.truncated(&path, size),
                 ReadResult::Done => {}
             }
         }
+    }
+
+    /// Opens a live file closed for the descriptor budget again; false if it is not the same
+    /// file any more (or cannot be opened).
+    fn reopen_live(&mut self, path: &Path) -> bool {
+        // Out of the map while room is made: making room looks at every live file.
+        let Some(mut tf) = self.live.remove(path) else {
+            return false;
+        };
+        let reopened = self.reopen(&mut tf);
+        self.live.insert(path.to_path_buf(), tf);
+        reopened
     }
 
     /// Reads what is left of rotated and deleted files; closes those that are done.
@@ -665,7 +691,9 @@ impl Tailer {
                 .unwrap_or_default();
             let mut at_end = false;
             for _ in 0..4 {
-                match self.read_once(&mut tf) {
+                let read = read_once(&mut tf, &mut self.dispatch, &self.acks, self.opts.read_size);
+                self.status_changed |= read.read_data;
+                match read.next {
                     ReadResult::More => continue,
                     ReadResult::Done => {
                         at_end = tf.unread() == 0;
@@ -725,33 +753,6 @@ impl Tailer {
             .set((self.live.len() + self.draining.len()) as i64);
         if tf.file.is_some() {
             self.open_files = self.open_files.saturating_sub(1);
-        }
-    }
-
-    fn read_once(&mut self, tf: &mut TailedFile) -> ReadResult {
-        match tf.read(self.opts.read_size) {
-            Ok(Read1::Eof) => ReadResult::Done,
-            Ok(Read1::Truncated { size }) => ReadResult::Truncated(size),
-            Ok(Read1::Data {
-                split,
-                bytes,
-                more,
-                head,
-            }) => {
-                self.status_changed = true;
-                tf.series.read_bytes.inc_by(bytes as u64);
-                tf.grow_fingerprint(&self.acks, head);
-                self.dispatch.send(tf, split);
-                if more {
-                    ReadResult::More
-                } else {
-                    ReadResult::Done
-                }
-            }
-            Err(e) => {
-                tracing::warn!(path = %tf.path.display(), error = %e, "read failed");
-                ReadResult::Done
-            }
         }
     }
 
@@ -833,6 +834,48 @@ impl Tailer {
             }
         }
     }
+}
+
+/// What one read of a file gave, and what comes next for it.
+struct ReadOnce {
+    next: ReadResult,
+    /// Bytes were read (the status page has something new).
+    read_data: bool,
+}
+
+/// Reads a file once and hands its lines on. A function of the parts of the tailer it uses,
+/// so that a live file is read where it sits in the map, with no second lookup to put it back.
+fn read_once(
+    tf: &mut TailedFile,
+    dispatch: &mut Dispatch,
+    acks: &Acknowledger,
+    read_size: usize,
+) -> ReadOnce {
+    let (next, read_data) = match tf.read(read_size) {
+        Ok(Read1::Eof) => (ReadResult::Done, false),
+        Ok(Read1::Truncated { size }) => (ReadResult::Truncated(size), false),
+        Ok(Read1::Data {
+            split,
+            bytes,
+            more,
+            head,
+        }) => {
+            tf.series.read_bytes.inc_by(bytes as u64);
+            tf.grow_fingerprint(acks, head);
+            dispatch.send(tf, split);
+            let next = if more {
+                ReadResult::More
+            } else {
+                ReadResult::Done
+            };
+            (next, true)
+        }
+        Err(e) => {
+            tracing::warn!(path = %tf.path.display(), error = %e, "read failed");
+            (ReadResult::Done, false)
+        }
+    };
+    ReadOnce { next, read_data }
 }
 
 enum ReadResult {

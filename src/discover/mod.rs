@@ -197,6 +197,14 @@ impl Targets {
     /// depended on, stamped before it was made.
     pub fn scan(&self) -> Scan {
         let dirs = DirStamps::take(self.scanned_dirs());
+        // A glob without `**` yields each path once; several globs, or a `**` that reaches a
+        // directory by two ways, can yield one twice.
+        let patterns: Vec<&str> = self
+            .targets
+            .iter()
+            .flat_map(|t| t.include.iter().map(|p| p.as_str()))
+            .collect();
+        let dedupe = patterns.len() > 1 || patterns.iter().any(|p| p.contains("**"));
         let mut seen = HashSet::new();
         let mut found = vec![];
         for (index, target) in self.targets.iter().enumerate() {
@@ -216,7 +224,7 @@ impl Targets {
                     let Ok(meta) = std::fs::metadata(&path) else {
                         continue;
                     };
-                    if meta.is_file() && seen.insert(path.clone()) {
+                    if meta.is_file() && (!dedupe || seen.insert(path.clone())) {
                         found.push((path, index, meta));
                     }
                 }

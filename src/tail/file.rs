@@ -78,6 +78,8 @@ pub(super) struct TailedFile {
     /// Timestamp of the last line sent, so that a file's lines get strictly increasing times.
     pub last_ts: Timestamp,
     pub queued: bool,
+    /// The number of the last match of the globs that found it (see the tailer's rematch).
+    pub matched: u32,
     /// The last time it yielded bytes.
     pub last_active: Instant,
     /// Whether it ever yielded bytes.
@@ -151,6 +153,7 @@ impl TailedFile {
             splitter,
             last_ts: Timestamp::from_nanos(0),
             queued: false,
+            matched: 0,
             last_active: Instant::now(),
             has_read: false,
             // Resuming, its first bytes were just checked against the position's fingerprint:

@@ -134,6 +134,8 @@ pub struct Tailer {
     slots: u32,
     /// Periodic rescans so far.
     rescans: u32,
+    /// Matches of the globs so far: the number of the last one marks the files it found.
+    matches: u32,
     /// The directories the last match of the globs depended on.
     scanned: DirStamps,
     status: Option<Arc<StatusBoard>>,
@@ -176,6 +178,7 @@ impl Tailer {
             meta: MetaCache::new(),
             slots: 0,
             rescans: 0,
+            matches: 0,
             scanned: DirStamps::default(),
             status: None,
             status_changed: false,
@@ -408,9 +411,19 @@ impl Tailer {
         let scan = self.targets.scan();
         self.scanned = scan.dirs;
         let found = scan.files;
-        let mut found_paths: HashSet<PathBuf> = HashSet::with_capacity(found.len());
+        // Files found are marked with this match's number; live files left unmarked were not
+        // found (one hash of each path, not three).
+        self.matches = self.matches.wrapping_add(1);
+        let mark = self.matches;
         for (path, target, meta) in found {
-            if self.live.contains_key(&path) {
+            let known = match self.live.get_mut(&path) {
+                Some(tf) => {
+                    tf.matched = mark;
+                    true
+                }
+                None => false,
+            };
+            if known {
                 if self
                     .targets
                     .get(target)
@@ -422,15 +435,14 @@ impl Tailer {
                     self.check_stat(&path, Ok(meta));
                 }
             } else {
-                self.add(path.clone(), target);
+                self.add(path, target);
             }
-            found_paths.insert(path);
         }
         let vanished: Vec<PathBuf> = self
             .live
-            .keys()
-            .filter(|p| !found_paths.contains(*p))
-            .cloned()
+            .values()
+            .filter(|tf| tf.matched != mark)
+            .map(|tf| tf.path.clone())
             .collect();
         for path in vanished {
             self.check(&path);
@@ -562,7 +574,7 @@ impl Tailer {
             // The same file under another name (a link, or a rotated file draining).
             |id| ids.contains(&id),
         );
-        let tf = match opened {
+        let mut tf = match opened {
             Ok(Some(tf)) => tf,
             Ok(None) => return,
             Err(e) => {
@@ -574,17 +586,19 @@ impl Tailer {
                 return;
             }
         };
-        if self.unreadable.remove(&path).is_some() {
+        if !self.unreadable.is_empty() && self.unreadable.remove(&path).is_some() {
             tracing::info!(path = %path.display(), "file is readable now");
         }
         self.dispatch.open(&tf, tf.read_pos);
         self.ids.insert(tf.id);
-        self.live.insert(path.clone(), tf);
+        tf.queued = true;
+        tf.matched = self.matches;
+        self.ready.push_back(path.clone());
+        self.live.insert(path, tf);
         self.open_files += 1;
         self.metrics
             .active_files
             .set((self.live.len() + self.draining.len()) as i64);
-        self.queue(&path);
         self.enforce_fd_budget();
     }
 

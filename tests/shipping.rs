@@ -185,6 +185,81 @@ fn tls_with_a_private_ca_and_client_certificates() {
     assert!(loki.requests().iter().all(|r| r.tls && r.client_cert));
 }
 
+/// A plain HTTP server on 127.0.0.1 that answers every request with a permanent redirect to
+/// `target` (method and body kept, as 308 says). Returns its URL.
+fn redirect_to(target: String) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/loki/api/v1/push", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = write!(
+                reader.get_mut(),
+                "HTTP/1.1 308 Permanent Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    url
+}
+
+/// An `http://` client needs no certificate roots until a server sends it to `https://`: they
+/// are loaded at that first handshake, and the certificate is checked against them and
+/// `ca_file` as for an `https://` URL; without the private CA, nothing is sent.
+#[test]
+fn a_redirect_from_http_to_https_checks_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = TlsOptions::generate();
+    let files = tls.write_files(dir.path()).unwrap();
+    let loki = Receiver::builder().tls(tls).start();
+    let plain = redirect_to(loki.url());
+    append(&dir.path().join("x.log"), numbered("x", 0, 20));
+    let trusting = shipping_config(
+        dir.path(),
+        &[client(
+            &plain,
+            &format!("tls_config: {{ca_file: {}}}", files.ca_file.display()),
+        )],
+        0,
+    );
+    let mut agent = Agent::start(&trusting);
+    assert!(
+        loki.wait_for_entries(20, SOON),
+        "stderr:\n{}",
+        agent.tail_of_stderr()
+    );
+    agent.stop();
+    assert!(loki.requests().iter().all(|r| r.tls));
+
+    let other = tempfile::tempdir().unwrap();
+    let loki = Receiver::builder().tls(TlsOptions::generate()).start();
+    let plain = redirect_to(loki.url());
+    append(&other.path().join("y.log"), numbered("y", 0, 5));
+    let mut agent = Agent::start(&shipping_config(other.path(), &[client(&plain, "")], 0));
+    agent.wait_for_stderr("push failed", SOON);
+    agent.stop();
+    assert_eq!(loki.entry_count(), 0);
+    assert!(
+        agent.stderr().contains("certificate"),
+        "{}",
+        agent.tail_of_stderr()
+    );
+}
+
 #[test]
 fn an_untrusted_server_is_not_sent_anything() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A `tls_config` that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -39,21 +39,49 @@ fn read_pem_certs(
     Ok(certs)
 }
 
+/// When a client's certificate roots (the system's and `ca_file`'s) are loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roots {
+    /// At start: the client is configured for TLS (an `https` URL or proxy), and a system
+    /// without any usable root then fails at start rather than at every push.
+    Now,
+    /// At the first handshake, if ever: a client of a plain `http` URL needs them only if a
+    /// server redirects it to `https`. Loading them costs a few milliseconds and some hundred
+    /// kilobytes of memory at start (292 files on Debian).
+    AtFirstHandshake,
+}
+
+impl Roots {
+    /// [`Roots::Now`] when any of the URLs a client talks to (its servers, its proxy) uses TLS.
+    pub fn for_urls<'a>(urls: impl IntoIterator<Item = &'a str>) -> Roots {
+        let tls = |url: &str| {
+            url.split_once(':')
+                .is_some_and(|(scheme, _)| !scheme.eq_ignore_ascii_case("http"))
+        };
+        if urls.into_iter().any(tls) {
+            Roots::Now
+        } else {
+            Roots::AtFirstHandshake
+        }
+    }
+}
+
 /// Builds the rustls client configuration: the system's roots plus `ca_file`, a client
 /// certificate when `cert_file`/`key_file` are set, certificates checked against
 /// `server_name` when set, or not checked at all with `insecure_skip_verify`.
-pub fn client_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(
+    tls: Option<&TlsConfig>,
+    roots: Roots,
+) -> Result<rustls::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
     let default = TlsConfig::default();
     let tls = tls.unwrap_or(&default);
+    // `ca_file` is read and checked now whatever `roots` says: a mistake in it is the
+    // config's, and is reported at start.
+    let mut extra = rustls::RootCertStore::empty();
     if let Some(ca) = &tls.ca_file {
         for cert in read_pem_certs("ca_file", ca)? {
-            roots
+            extra
                 .add(cert)
                 .map_err(|e| TlsError::Invalid(format!("ca_file {}: {e}", ca.display())))?;
         }
@@ -61,16 +89,17 @@ pub fn client_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientConfig, Tl
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Invalid(e.to_string()))?;
-    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots.clone()),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| TlsError::Invalid(format!("no usable CA certificate: {e}")));
     let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
         Arc::new(AcceptAnyCert(provider.clone()))
     } else {
-        let inner = webpki?;
+        let inner: Arc<dyn ServerCertVerifier> = match roots {
+            Roots::Now => webpki_verifier(&provider, extra)?,
+            Roots::AtFirstHandshake => Arc::new(RootsAtFirstHandshake {
+                provider: provider.clone(),
+                extra,
+                verifier: OnceLock::new(),
+            }),
+        };
         match &tls.server_name {
             Some(name) => Arc::new(FixedName {
                 inner,
@@ -105,10 +134,84 @@ pub fn client_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientConfig, Tl
     Ok(config)
 }
 
+/// The usual verifier: the system's roots and `extra` (from `ca_file`).
+fn webpki_verifier(
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    extra: rustls::RootCertStore,
+) -> Result<Arc<rustls::client::WebPkiServerVerifier>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    roots.roots.extend(extra.roots);
+    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Invalid(format!("no usable CA certificate: {e}")))
+}
+
+/// [`webpki_verifier`], built at the first certificate it is asked to check.
+#[derive(Debug)]
+struct RootsAtFirstHandshake {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    extra: rustls::RootCertStore,
+    verifier: OnceLock<Result<Arc<rustls::client::WebPkiServerVerifier>, String>>,
+}
+
+impl ServerCertVerifier for RootsAtFirstHandshake {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verifier = self
+            .verifier
+            .get_or_init(|| {
+                webpki_verifier(&self.provider, self.extra.clone()).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| rustls::Error::General(e.clone()))?;
+        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// Checks certificates against a configured name instead of the URL's host.
 #[derive(Debug)]
 struct FixedName {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    inner: Arc<dyn ServerCertVerifier>,
     name: ServerName<'static>,
 }
 

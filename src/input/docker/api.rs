@@ -108,8 +108,11 @@ impl Api {
                 Ok(_) => return Err(fail("host", format!("{:?} has no host", config.host))),
                 Err(e) => return Err(fail("host", format!("{:?}: {e}", config.host))),
             }
-            let tls = crate::ship::tls::client_config(config.tls_config.as_ref())
-                .map_err(|e| fail("tls_config", e.to_string()))?;
+            let tls = crate::ship::tls::client_config(
+                config.tls_config.as_ref(),
+                crate::ship::tls::Roots::Now,
+            )
+            .map_err(|e| fail("tls_config", e.to_string()))?;
             http = http.use_preconfigured_tls(tls);
             http = match &config.proxy_url {
                 Some(proxy) => http.proxy(

@@ -101,7 +101,9 @@ impl BulkClient {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let tls = crate::ship::tls::client_config(config.tls_config.as_ref())
+        let roots =
+            crate::ship::tls::Roots::for_urls(config.url.as_slice().iter().map(String::as_str));
+        let tls = crate::ship::tls::client_config(config.tls_config.as_ref(), roots)
             .map_err(|e| fail(e.to_string()))?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)

@@ -121,7 +121,10 @@ impl LokiClient {
         } else {
             None
         };
-        let tls = super::tls::client_config(config.tls_config.as_ref())
+        let roots = super::tls::Roots::for_urls(
+            std::iter::once(config.url.as_str()).chain(config.proxy_url.as_deref()),
+        );
+        let tls = super::tls::client_config(config.tls_config.as_ref(), roots)
             .map_err(|e| fail(e.to_string()))?;
         let mut http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)

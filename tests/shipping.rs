@@ -175,14 +175,19 @@ fn tls_with_a_private_ca_and_client_certificates() {
         )],
         0,
     );
-    let mut agent = Agent::start(&cfg);
+    deliver(&cfg, &loki, 20);
+    assert!(loki.requests().iter().all(|r| r.tls && r.client_cert));
+}
+
+/// Runs logferry on `config` until `loki` has `entries` entries, then stops it.
+fn deliver(config: &Path, loki: &Receiver, entries: usize) {
+    let mut agent = Agent::start(config);
     assert!(
-        loki.wait_for_entries(20, SOON),
+        loki.wait_for_entries(entries, SOON),
         "stderr:\n{}",
         agent.tail_of_stderr()
     );
     agent.stop();
-    assert!(loki.requests().iter().all(|r| r.tls && r.client_cert));
 }
 
 /// A plain HTTP server on 127.0.0.1 that answers every request with a permanent redirect to
@@ -236,20 +241,23 @@ fn a_redirect_from_http_to_https_checks_the_certificate() {
         )],
         0,
     );
-    let mut agent = Agent::start(&trusting);
-    assert!(
-        loki.wait_for_entries(20, SOON),
-        "stderr:\n{}",
-        agent.tail_of_stderr()
-    );
-    agent.stop();
+    deliver(&trusting, &loki, 20);
     assert!(loki.requests().iter().all(|r| r.tls));
 
     let other = tempfile::tempdir().unwrap();
     let loki = Receiver::builder().tls(TlsOptions::generate()).start();
     let plain = redirect_to(loki.url());
     append(&other.path().join("y.log"), numbered("y", 0, 5));
-    let mut agent = Agent::start(&shipping_config(other.path(), &[client(&plain, "")], 0));
+    refused_for_its_certificate(
+        &shipping_config(other.path(), &[client(&plain, "")], 0),
+        &loki,
+    );
+}
+
+/// Runs logferry on `config` until a push fails, and checks that `loki` got nothing and the
+/// failure was the server's certificate.
+fn refused_for_its_certificate(config: &Path, loki: &Receiver) {
+    let mut agent = Agent::start(config);
     agent.wait_for_stderr("push failed", SOON);
     agent.stop();
     assert_eq!(loki.entry_count(), 0);
@@ -266,15 +274,7 @@ fn an_untrusted_server_is_not_sent_anything() {
     let loki = Receiver::builder().tls(TlsOptions::generate()).start();
     append(&dir.path().join("x.log"), numbered("x", 0, 5));
     let cfg = shipping_config(dir.path(), &[client(&loki.url(), "")], 0);
-    let mut agent = Agent::start(&cfg);
-    agent.wait_for_stderr("push failed", SOON);
-    agent.stop();
-    assert_eq!(loki.entry_count(), 0);
-    assert!(
-        agent.stderr().contains("certificate"),
-        "{}",
-        agent.tail_of_stderr()
-    );
+    refused_for_its_certificate(&cfg, &loki);
     assert_eq!(
         position_of(
             &dir.path().join("positions.yaml"),

@@ -92,22 +92,23 @@ pub fn client_config(
     let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
         Arc::new(AcceptAnyCert(provider.clone()))
     } else {
-        let inner: Arc<dyn ServerCertVerifier> = match roots {
-            Roots::Now => webpki_verifier(&provider, extra)?,
-            Roots::AtFirstHandshake => Arc::new(RootsAtFirstHandshake {
-                provider: provider.clone(),
-                extra,
-                verifier: OnceLock::new(),
-            }),
-        };
-        match &tls.server_name {
-            Some(name) => Arc::new(FixedName {
-                inner,
-                name: ServerName::try_from(name.clone())
+        let name = match &tls.server_name {
+            Some(name) => Some(
+                ServerName::try_from(name.clone())
                     .map_err(|e| TlsError::Invalid(format!("server_name {name:?}: {e}")))?,
-            }),
-            None => inner,
+            ),
+            None => None,
+        };
+        let checked = CheckedAgainstRoots {
+            provider: provider.clone(),
+            extra,
+            name,
+            verifier: OnceLock::new(),
+        };
+        if roots == Roots::Now {
+            checked.webpki().map_err(TlsError::Invalid)?;
         }
+        Arc::new(checked)
     };
     let builder = builder
         .dangerous()
@@ -149,15 +150,33 @@ fn webpki_verifier(
         .map_err(|e| TlsError::Invalid(format!("no usable CA certificate: {e}")))
 }
 
-/// [`webpki_verifier`], built at the first certificate it is asked to check.
+/// Certificates checked against the system's roots and `ca_file`'s, and against
+/// `server_name` instead of the URL's host when it is set. The roots are loaded when
+/// [`Roots`] says: at start, or at the first certificate to check.
 #[derive(Debug)]
-struct RootsAtFirstHandshake {
+struct CheckedAgainstRoots {
     provider: Arc<rustls::crypto::CryptoProvider>,
     extra: rustls::RootCertStore,
+    name: Option<ServerName<'static>>,
     verifier: OnceLock<Result<Arc<rustls::client::WebPkiServerVerifier>, String>>,
 }
 
-impl ServerCertVerifier for RootsAtFirstHandshake {
+impl CheckedAgainstRoots {
+    fn webpki(&self) -> Result<&Arc<rustls::client::WebPkiServerVerifier>, String> {
+        self.verifier
+            .get_or_init(|| {
+                webpki_verifier(&self.provider, self.extra.clone()).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn loaded(&self) -> Result<&Arc<rustls::client::WebPkiServerVerifier>, rustls::Error> {
+        self.webpki().map_err(rustls::Error::General)
+    }
+}
+
+impl ServerCertVerifier for CheckedAgainstRoots {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -166,14 +185,9 @@ impl ServerCertVerifier for RootsAtFirstHandshake {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verifier = self
-            .verifier
-            .get_or_init(|| {
-                webpki_verifier(&self.provider, self.extra.clone()).map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(|e| rustls::Error::General(e.clone()))?;
-        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        let name = self.name.as_ref().unwrap_or(server_name);
+        self.loaded()?
+            .verify_server_cert(end_entity, intermediates, name, ocsp, now)
     }
     fn verify_tls12_signature(
         &self,
@@ -181,12 +195,7 @@ impl ServerCertVerifier for RootsAtFirstHandshake {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.loaded()?.verify_tls12_signature(message, cert, dss)
     }
     fn verify_tls13_signature(
         &self,
@@ -194,57 +203,13 @@ impl ServerCertVerifier for RootsAtFirstHandshake {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.loaded()?.verify_tls13_signature(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        // What the roots' verifier would say, known without loading them.
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// Checks certificates against a configured name instead of the URL's host.
-#[derive(Debug)]
-struct FixedName {
-    inner: Arc<dyn ServerCertVerifier>,
-    name: ServerName<'static>,
-}
-
-impl ServerCertVerifier for FixedName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 

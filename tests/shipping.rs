@@ -268,6 +268,52 @@ fn refused_for_its_certificate(config: &Path, loki: &Receiver) {
     );
 }
 
+/// `server_name` is the name the certificate is checked against instead of the URL's host
+/// (the receiver's certificate names localhost, 127.0.0.1 and ::1, not `logs.example`);
+/// `insecure_skip_verify` accepts a certificate no root vouches for.
+#[test]
+fn server_name_and_insecure_skip_verify() {
+    let tls = TlsOptions::generate();
+    let loki = Receiver::builder().tls(tls.clone()).start();
+    let cases = [
+        ("localhost", "server_name: localhost", 3),
+        ("other", "server_name: logs.example", 0),
+        ("insecure", "insecure_skip_verify: true", 3),
+    ];
+    let mut delivered = 0;
+    for (name, setting, lines) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let files = tls.write_files(dir.path()).unwrap();
+        let ca = if setting.starts_with("insecure") {
+            String::new()
+        } else {
+            format!("ca_file: {}, ", files.ca_file.display())
+        };
+        append(
+            &dir.path().join(format!("{name}.log")),
+            numbered(name, 0, 3),
+        );
+        let cfg = shipping_config(
+            dir.path(),
+            &[client(
+                &loki.url(),
+                &format!("tls_config: {{{ca}{setting}}}"),
+            )],
+            0,
+        );
+        if lines == 0 {
+            let mut agent = Agent::start(&cfg);
+            agent.wait_for_stderr("push failed", SOON);
+            agent.stop();
+            assert!(agent.stderr().contains("certificate"), "{}", agent.stderr());
+        } else {
+            delivered += lines;
+            deliver(&cfg, &loki, delivered);
+        }
+    }
+    assert_eq!(loki.entry_count(), delivered);
+}
+
 #[test]
 fn an_untrusted_server_is_not_sent_anything() {
     let dir = tempfile::tempdir().unwrap();

@@ -803,8 +803,8 @@ impl Tailer {
     ///
     /// Why a sixteenth of the budget at once: finding the least recently active file looks at
     /// every file, and doing that for each file opened beyond the budget grew with the square
-    /// of the file count (10,000 files under a limit of 1,024 descriptors: half a second of
-    /// CPU at start). Closing the least active sixteenth in one look makes room for that many
+    /// of the file count (10,000 files under a limit of 1,024 descriptors: 0.3 – 0.5 s of CPU
+    /// at start). Closing the least active sixteenth in one look makes room for that many
     /// opens.
     fn make_room(&mut self) {
         if self.open_files < self.opts.max_open_files {

@@ -10,7 +10,6 @@
 use foldhash::fast::RandomState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
@@ -34,43 +33,27 @@ pub struct FileFamilies {
     by_path: RwLock<HashMap<Arc<str>, Arc<FileSeries>, RandomState>>,
 }
 
-/// Name, help, type, and the value each family shows of a path's series.
+/// Name, help, and the value each family shows of a path's series (whose type it takes).
 type Family = (
     &'static str,
     &'static str,
-    MetricType,
     fn(&FileSeries) -> &dyn EncodeMetric,
 );
 
 const FAMILIES: [Family; 5] = [
-    (
-        "read_bytes",
-        "Bytes read, per file",
-        MetricType::Counter,
-        |s| &s.read_bytes,
-    ),
-    (
-        "read_lines",
-        "Lines read, per file",
-        MetricType::Counter,
-        |s| &s.read_lines,
-    ),
-    (
-        "file_size_bytes",
-        "Size of each file being read",
-        MetricType::Gauge,
-        |s| &s.size,
-    ),
+    ("read_bytes", "Bytes read, per file", |s| &s.read_bytes),
+    ("read_lines", "Lines read, per file", |s| &s.read_lines),
+    ("file_size_bytes", "Size of each file being read", |s| {
+        &s.size
+    }),
     (
         "file_position_bytes",
         "Acknowledged position of each file being read",
-        MetricType::Gauge,
         |s| &s.position,
     ),
     (
         "file_lag_bytes",
         "Bytes of each file not acknowledged yet",
-        MetricType::Gauge,
         |s| &s.lag,
     ),
 ];
@@ -111,7 +94,9 @@ impl Collector for FileFamilies {
         let mut files: Vec<(&str, &FileSeries)> =
             by_path.iter().map(|(p, s)| (&**p, &**s)).collect();
         files.sort_unstable_by_key(|(path, _)| *path);
-        for (name, help, kind, value) in FAMILIES {
+        let any = FileSeries::default();
+        for (name, help, value) in FAMILIES {
+            let kind = value(&any).metric_type();
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for (path, series) in &files {
                 value(series).encode(family.encode_family(&[("path", *path)])?)?;

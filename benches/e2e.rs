@@ -32,8 +32,11 @@
 
 use logferry::config::{Compression, Encoding};
 use logferry::ship::loki::batch::Batch;
-use logferry::ship::loki::encode::Encoder;
+use logferry::ship::loki::encode::{Body, Encoder};
+use loki_receiver::Receiver;
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -54,24 +57,111 @@ use workload::{builds, file_count, make_files, size_mb, thread_cpu};
 /// The floor: read, split and encode+compress the files as logferry's output would, with no
 /// sink. Returns CPU time.
 fn floor(paths: &[PathBuf], encoding: Encoding, compression: Compression) -> Duration {
+    encode_all(paths, encoding, compression, |body| body.bytes.len())
+}
+
+/// The floor that also sends: each body is posted to a receiver in this process over one
+/// kept-alive connection, from the same thread, and its answer awaited before the next, as the
+/// client does. What it adds to the floor is what any agent on this machine pays to hand its
+/// bodies to a receiver beside it: the kernel's loopback TCP on both sides of the send, and the
+/// receiver decoding on the other core at the same time. Returns this thread's CPU time.
+fn sending_floor(
+    paths: &[PathBuf],
+    lines: u64,
+    encoding: Encoding,
+    compression: Compression,
+) -> Duration {
+    let receiver = Receiver::builder().count_only(true).start();
+    let url = receiver.url();
+    let (addr, path) = url
+        .trim_start_matches("http://")
+        .split_once('/')
+        .expect("receiver url has a path");
+    let stream = TcpStream::connect(addr).expect("connect to the receiver");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    let mut answers = BufReader::new(stream.try_clone().expect("clone the stream"));
+    let mut stream = stream;
+    let mut head = String::new();
+    let cpu = encode_all(paths, encoding, compression, |body| {
+        let mut request = format!(
+            "POST /{path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            body.content_type,
+            body.bytes.len()
+        );
+        if let Some(coding) = body.content_encoding {
+            request.push_str(&format!("Content-Encoding: {coding}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .expect("send a request");
+        stream.write_all(&body.bytes).expect("send a body");
+        // The answer: a status line, headers up to an empty line, then Content-Length bytes.
+        let mut length = 0usize;
+        head.clear();
+        answers.read_line(&mut head).expect("read the status");
+        assert!(
+            head.contains(" 204 ") || head.contains(" 200 "),
+            "answer: {head}"
+        );
+        loop {
+            head.clear();
+            answers.read_line(&mut head).expect("read a header");
+            let line = head.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().expect("a content length");
+            }
+        }
+        let mut rest = vec![0; length];
+        answers
+            .read_exact(&mut rest)
+            .expect("read the answer's body");
+        body.bytes.len()
+    });
+    assert_eq!(
+        receiver.stats().entries,
+        lines,
+        "the sending floor lost lines"
+    );
+    cpu
+}
+
+/// Reads, splits, batches and encodes the files as the client does, handing each body to
+/// `sink`; returns this thread's CPU time.
+fn encode_all(
+    paths: &[PathBuf],
+    encoding: Encoding,
+    compression: Compression,
+    mut sink: impl FnMut(Body) -> usize,
+) -> Duration {
     let mut encoder = Encoder::new(encoding, compression, BTreeMap::new());
     let mut batch = Batch::default();
     let start = thread_cpu();
-    let mut sink = 0usize;
+    let mut sent = 0usize;
+    let mut encode = |batch: Batch| {
+        if let Ok(body) = encoder.encode(&batch) {
+            sent += sink(body);
+        }
+    };
     read_chunks(paths, |chunk| {
         let mut from = 0;
         while let Some(rest) = batch.add(&chunk, from, 1 << 20, Instant::now()) {
-            sink += encoder.encode(&batch.take()).map_or(0, |b| b.bytes.len());
+            encode(batch.take());
             from = rest;
         }
         if batch.is_full(1 << 20) {
-            sink += encoder.encode(&batch.take()).map_or(0, |b| b.bytes.len());
+            encode(batch.take());
         }
     });
     if !batch.is_empty() {
-        sink += encoder.encode(&batch.take()).map_or(0, |b| b.bytes.len());
+        encode(batch.take());
     }
-    std::hint::black_box(sink);
+    std::hint::black_box(sent);
     thread_cpu() - start
 }
 
@@ -113,7 +203,7 @@ fn shipping(mb: u64) {
     );
     let binaries = builds();
     println!(
-        "{:<21} {:>10} {:>8} {:>9} {:>9} {:>6} {:>9} {:>11} {:>7}",
+        "{:<21} {:>10} {:>8} {:>9} {:>9} {:>6} {:>9} {:>11} {:>7} {:>10} {:>8}",
         "encoding",
         "lines/s",
         "MB/s",
@@ -122,7 +212,9 @@ fn shipping(mb: u64) {
         "most",
         "peak RSS",
         "floor s/GB",
-        "ratio"
+        "ratio",
+        "sent s/GB",
+        "to sent"
     );
     for (name, encoding, compression) in [
         ("protobuf", Encoding::Protobuf, Compression::Snappy),
@@ -133,9 +225,21 @@ fn shipping(mb: u64) {
         // The floor and each build take turns, so that a slow spell of the machine falls on
         // both sides rather than on whichever happened to run during it.
         let mut floors = Vec::new();
+        let mut sending = Vec::new();
         let mut shipped: Vec<Vec<Run>> = binaries.iter().map(|_| Vec::new()).collect();
         for _ in 0..runs() {
             floors.push(floor(&paths, encoding, compression));
+            // On a thread of its own, named so that a profile tells it from the floor.
+            sending.push(
+                std::thread::scope(|s| {
+                    std::thread::Builder::new()
+                        .name("sending-floor".into())
+                        .spawn_scoped(s, || sending_floor(&paths, lines, encoding, compression))
+                        .expect("start the sending floor")
+                        .join()
+                })
+                .expect("the sending floor"),
+            );
             for (i, (_, binary)) in binaries.iter().enumerate() {
                 shipped[i].push(ship_once(&Shipment {
                     binary,
@@ -152,12 +256,13 @@ fn shipping(mb: u64) {
         }
         let floor_cpu = floors.into_iter().min().unwrap_or_default();
         let floor_per_gb = floor_cpu.as_secs_f64() / gb;
+        let sent_per_gb = sending.into_iter().min().unwrap_or_default().as_secs_f64() / gb;
         for ((which, _), runs) in binaries.iter().zip(shipped) {
             let run = fold(runs);
             let secs = run.wall.as_secs_f64();
             let cpu_per_gb = run.cpu.as_secs_f64() / gb;
             println!(
-                "{:<21} {:>10.0} {:>8.1} {:>8.2}s {:>9.2} {:>6.2} {:>7.1}MB {:>11.2} {:>6.2}x",
+                "{:<21} {:>10.0} {:>8.1} {:>8.2}s {:>9.2} {:>6.2} {:>7.1}MB {:>11.2} {:>6.2}x {:>10.2} {:>7.2}x",
                 format!("{name}{which}"),
                 lines as f64 / secs,
                 bytes as f64 / 1e6 / secs,
@@ -166,7 +271,9 @@ fn shipping(mb: u64) {
                 run.cpu_most.as_secs_f64() / gb,
                 run.peak_rss as f64 / (1 << 20) as f64,
                 floor_per_gb,
-                cpu_per_gb / floor_per_gb.max(1e-9)
+                cpu_per_gb / floor_per_gb.max(1e-9),
+                sent_per_gb,
+                cpu_per_gb / sent_per_gb.max(1e-9)
             );
         }
     }

@@ -272,7 +272,9 @@ fn a_watched_directory_removed_and_recreated_is_watched_again() {
 }
 
 /// More files than descriptors: with an open-files hard limit of 300 (so a budget of 64 open
-/// files), a thousand files are all read, their later lines too, and positions are saved.
+/// files), a thousand files are all read, their later lines too, and positions are saved; and
+/// started again under the same limit, it goes on from those positions (files found beyond the
+/// budget are opened only when their turn to be read comes, and moved to their position then).
 #[test]
 fn more_files_than_the_descriptor_limit_are_all_read() {
     use std::os::unix::process::CommandExt;
@@ -286,21 +288,25 @@ fn more_files_than_the_descriptor_limit_are_all_read() {
     }
     let config = Config::new(dir.path(), logs.join("*.log"));
     let positions = config.positions.clone();
-    let mut cmd = command(&config.write(dir.path()));
-    // SAFETY: setrlimit is async-signal-safe and only changes the child's own limit.
-    unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 300,
-                rlim_max: 300,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut agent = Agent::start_cmd(cmd);
+    let config_file = config.write(dir.path());
+    let limited = || {
+        let mut cmd = command(&config_file);
+        // SAFETY: setrlimit is async-signal-safe and only changes the child's own limit.
+        unsafe {
+            cmd.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 300,
+                    rlim_max: 300,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    };
+    let mut agent = Agent::start_cmd(limited());
     agent.wait_for_count(FILES, LONG);
     for i in 0..FILES {
         append(&path(i), format!("second {i}\n"));
@@ -322,6 +328,19 @@ fn more_files_than_the_descriptor_limit_are_all_read() {
         );
     }
     assert_eq!(agent.count(), 2 * FILES);
+
+    for i in 0..FILES {
+        append(&path(i), format!("third {i}\n"));
+    }
+    let mut again = Agent::start_cmd(limited());
+    again.wait_for_count(FILES, LONG);
+    again.stop();
+    let stderr = again.stderr();
+    assert!(!stderr.contains("cannot open file"), "{stderr}");
+    for i in [0, 1, FILES / 2, FILES - 1] {
+        assert_eq!(again.lines_of(&path(i)), vec![format!("third {i}")]);
+    }
+    assert_eq!(again.count(), FILES, "only the lines written while stopped");
 }
 
 /// A file matched by two jobs is read once, with the labels of the first job in the config.

@@ -93,13 +93,26 @@ pub(super) struct TailedFile {
     pub stat_at_open: Option<(u64, (i64, i64))>,
 }
 
+/// When a file found is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// At once.
+    Now,
+    /// When its turn to be read comes ([`TailedFile::reopen`]); until then it is known by a
+    /// `stat` of its path. For files found beyond the descriptor budget: opened now, each
+    /// would be closed again, unread, to make room for the next one.
+    AtItsRead,
+}
+
 impl TailedFile {
-    /// Opens the file at `path` for reading from its acknowledged position (0 when the
-    /// positions hold none for this very file) and opens its acknowledgement source. None when
-    /// it is not a regular file or `known(id)` says it is already read under another name.
+    /// Starts tailing the file at `path` from its acknowledged position (0 when the positions
+    /// hold none for this very file), opening it now or at its first read, and opens its
+    /// acknowledgement source. None when it is not a regular file or `known(id)` says it is
+    /// already read under another name.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
         path: PathBuf,
+        opening: Opening,
         target: usize,
         slot: u32,
         labels: Arc<LabelSet>,
@@ -108,8 +121,14 @@ impl TailedFile {
         metrics: &Metrics,
         known: impl FnOnce(FileId) -> bool,
     ) -> std::io::Result<Option<TailedFile>> {
-        let mut file = File::open(&path)?;
-        let meta = file.metadata()?;
+        let (mut file, meta) = match opening {
+            Opening::Now => {
+                let file = File::open(&path)?;
+                let meta = file.metadata()?;
+                (Some(file), meta)
+            }
+            Opening::AtItsRead => (None, std::fs::metadata(&path)?),
+        };
         if !meta.is_file() {
             return Ok(None);
         }
@@ -123,17 +142,22 @@ impl TailedFile {
         // its first read instead: one system call less per new file.
         let mut prefix = None;
         let start = acks.resume_offset(&path, id, size, |fp| {
-            prefix
-                .insert(Prefix::read(&file))
-                .as_ref()
-                .is_ok_and(|p| p.starts_as(fp))
+            let read = match &file {
+                Some(file) => Prefix::read(file),
+                // Opened only for this check: the descriptor is given back at once.
+                None => File::open(&path).and_then(|file| Prefix::read(&file)),
+            };
+            prefix.insert(read).as_ref().is_ok_and(|p| p.starts_as(fp))
         });
         let fingerprint = match prefix {
             Some(Ok(p)) => p.fingerprint(size),
             _ => Fingerprint::of(b""),
         };
-        // A file just opened is at its start: one system call less per file found.
-        if start.get() > 0 {
+        // A file just opened is at its start: one system call less per file found. One opened
+        // later is moved to its position then.
+        if let Some(file) = file.as_mut()
+            && start.get() > 0
+        {
             file.seek(SeekFrom::Start(start.get()))?;
         }
         let source = acks.open(&path, id, fingerprint, start);
@@ -145,7 +169,10 @@ impl TailedFile {
             series: metrics.files.series(&path),
             size,
             path,
-            file: Some(file),
+            stat_at_open: file
+                .is_some()
+                .then_some((size, (meta.ctime(), meta.ctime_nsec()))),
+            file,
             id,
             fingerprint,
             source,
@@ -160,7 +187,6 @@ impl TailedFile {
             // the first read after a restart need not read them once more.
             verified_ctime: Some((meta.ctime(), meta.ctime_nsec())),
             gone_since: None,
-            stat_at_open: Some((size, (meta.ctime(), meta.ctime_nsec()))),
         }))
     }
 

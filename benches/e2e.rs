@@ -14,10 +14,11 @@
 //!
 //! Reported per encoding: lines/s and MB/s of raw log, how long until the first line arrived,
 //! logferry's CPU seconds per GB (user + system, from /proc), its peak RSS, the floor's CPU
-//! seconds per GB, and their ratio. Each build ships the files three times
-//! (`LOGFERRY_BENCH_RUNS`), taking turns with the floor, which is measured as many times: the
-//! least CPU of each side makes the ratio, and the most CPU of the binary's runs is printed next
-//! to it (`most`) to show the machine's noise. The floor's chunks are the tailer's (see
+//! seconds per GB, and their ratio; then the sending floor's (the floor posting its bodies to a
+//! receiver on 127.0.0.1, see [`sending_floor`]) and logferry's ratio to it. Each build ships
+//! the files three times (`LOGFERRY_BENCH_RUNS`), taking turns with the floors, which are
+//! measured as many times: the least CPU of each side makes the ratio, and the most CPU of the
+//! binary's runs is printed next to it (`most`) to show the machine's noise. The floor's chunks are the tailer's (see
 //! `common/chunks.rs`): lines stamped a nanosecond apart, buffers the size of what is read; and
 //! its batches are the client's, lines of many files in bodies of up to 1 MiB.
 //!

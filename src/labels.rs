@@ -28,14 +28,23 @@ impl LabelSet {
         N: Into<String>,
         V: Into<String>,
     {
-        let mut map = std::collections::BTreeMap::new();
-        for (name, value) in pairs {
-            let name = name.into();
-            if !name.starts_with("__") {
-                map.insert(name, value.into());
+        let mut pairs: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(name, value)| (name.into(), value.into()))
+            .filter(|(name, _)| !name.starts_with("__"))
+            .collect();
+        // Sorted and deduplicated in place rather than through a map: a set is built for every
+        // file found, and the map's nodes were a third of the cost on 10,000 files. The sort
+        // is stable, so of pairs with the same name the one that came last is last in its run,
+        // and it is the one kept.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        pairs.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
             }
-        }
-        let pairs: Vec<(String, String)> = map.into_iter().collect();
+            same
+        });
         let rendered = render(&pairs);
         LabelSet { pairs, rendered }
     }
@@ -87,6 +96,15 @@ fn render(pairs: &[(String, String)]) -> String {
 /// for label values: printable characters stay, the rest become escapes.
 pub fn go_quote_into(value: &str, out: &mut String) {
     out.push('"');
+    // Most values (paths, job names) are printable ASCII with nothing to escape.
+    if value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     for c in value.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -134,6 +152,43 @@ mod tests {
         assert_eq!(set.rendered(), r#"{a="é\x01", b="x\"y\\z\n"}"#);
         assert_eq!(set.get("b"), Some("x\"y\\z\n"));
         assert_eq!(set.get("c"), None);
+    }
+
+    #[test]
+    fn the_last_pair_of_a_name_wins_and_internal_labels_are_left_out() {
+        let set = LabelSet::new([
+            ("job", "first"),
+            ("__path__", "/x"),
+            ("filename", "/var/log/a b.log"),
+            ("job", "second"),
+            ("a", "1"),
+            ("job", "third"),
+        ]);
+        assert_eq!(
+            set.pairs(),
+            [
+                ("a".to_string(), "1".to_string()),
+                ("filename".to_string(), "/var/log/a b.log".to_string()),
+                ("job".to_string(), "third".to_string()),
+            ]
+        );
+        assert_eq!(
+            set.rendered(),
+            r#"{a="1", filename="/var/log/a b.log", job="third"}"#
+        );
+    }
+
+    #[test]
+    fn quotes_printable_ascii_as_it_is_and_escapes_the_rest() {
+        let quoted = |v: &str| {
+            let mut out = String::new();
+            go_quote_into(v, &mut out);
+            out
+        };
+        assert_eq!(quoted("/var/log/app.log ~"), r#""/var/log/app.log ~""#);
+        assert_eq!(quoted("a\"b"), r#""a\"b""#);
+        assert_eq!(quoted("a\\b"), r#""a\\b""#);
+        assert_eq!(quoted("tab\tdel\u{7f}"), r#""tab\tdel\x7f""#);
     }
 
     #[test]

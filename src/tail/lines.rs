@@ -117,6 +117,10 @@ pub struct Splitter {
 /// chunk's lines are made of them.
 const FIRST_LINE_BYTES: usize = 64;
 
+/// Spans reserved ahead at most (64 KiB of them): a file of empty lines followed by a long
+/// buffer must not reserve a span per byte of it.
+const SPANS_AHEAD: usize = 4096;
+
 impl Splitter {
     pub fn new(limit: LineLimit) -> Splitter {
         Splitter {
@@ -163,7 +167,9 @@ impl Splitter {
             0 => FIRST_LINE_BYTES,
             n => n as usize,
         };
-        split.spans.reserve(buf.len() / per_line + 1);
+        split
+            .spans
+            .reserve((buf.len() / per_line + 1).min(SPANS_AHEAD));
         let mut truncated_spans = Vec::new();
         let mut pos = 0usize;
         for nl in memchr::memchr_iter(b'\n', &buf) {
